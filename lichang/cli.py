@@ -1,0 +1,159 @@
+"""The `lichang` command line: data check, train, predict, eval, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lichang.config import DEFAULT_MODEL_DIR, SPLITS_DIR, LichangConfig
+
+
+class CommandError(RuntimeError):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from lichang.data import check_files, count_table
+
+    result = check_files(args.files)
+    if result.records:
+        print(count_table(result))
+    if result.issues:
+        print(f"\n{len(result.issues)} problem(s):", file=sys.stderr)
+        for issue in result.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1
+    print(f"\nOK: {len(result.records)} records in {len(args.files)} file(s), no problems")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lichang.training.model_card import write_model_card
+    from lichang.training.trainer import Trainer
+
+    _quiet_transformers()
+    config = LichangConfig.from_file(args.config) if args.config else LichangConfig()
+    for key in ("epochs", "batch_size", "learning_rate", "trainable_layers", "base_encoder", "device", "seed",
+                "threads", "name", "version"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(config, key, value)
+    if args.train:
+        config.train_files = args.train
+    if args.dev:
+        config.dev_files = args.dev
+    test_files = args.test if args.test is not None else [str(SPLITS_DIR / "test.jsonl")]
+    result = Trainer(config, test_files=[f for f in test_files if f]).run(args.out)
+    write_model_card(Path(args.out), config, result)
+    print(json.dumps({"model_dir": str(args.out), "dev": _headline(result.dev),
+                      "test": _headline(result.test) if result.test else None,
+                      "seconds": round(result.seconds, 1)}, indent=2))
+    return 0
+
+
+def _headline(scores: dict) -> dict:
+    return {"stance_macro_f1": round(scores["stance"]["macro_f1"], 4),
+            "stance_accuracy": round(scores["stance"]["accuracy"], 4),
+            "topic_micro_f1": round(scores["topics"]["micro_f1"], 4)}
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.text is not None:
+        return args.text
+    if args.file:
+        raw = Path(args.file).read_bytes()
+        source = args.file
+    else:
+        raw = sys.stdin.buffer.read()
+        source = "standard input"
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{source} is not valid UTF-8 (byte {exc.start}): convert it, e.g. iconv -f GBK -t UTF-8") from exc
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lichang.models.classifier import StanceTopicModel
+    from lichang.models.scorer import ParagraphInput, Scorer
+    from lichang.paragraphs import is_boilerplate, split_paragraphs
+    from lichang.schema import STANCES, TOPICS
+
+    _quiet_transformers()
+    paragraphs = split_paragraphs(_read_text(args))
+    if not paragraphs:
+        raise CommandError("no text to score: the input is empty or only whitespace")
+    model = StanceTopicModel.from_pretrained(args.model)
+    aliases = tuple(a for a in (args.aliases or "").split(",") if a)
+    scores = Scorer(model).score([ParagraphInput(p, args.brand, aliases) for p in paragraphs])
+    if args.json:
+        for index, (text, score) in enumerate(zip(paragraphs, scores, strict=True)):
+            print(json.dumps({"index": index, "text": text, "boilerplate": is_boilerplate(text),
+                              "stance": {"label": score.stance, "scores": score.stance_scores},
+                              "topics": {"labels": score.topics, "scores": score.topic_scores}},
+                             ensure_ascii=False))
+        return 0
+    header = f"{'#':>3} {'stance':9}" + "".join(f"{s[:8]:>9}" for s in STANCES) + "".join(
+        f"{t[:8]:>9}" for t in TOPICS) + "  text"
+    print(header)
+    for index, (text, score) in enumerate(zip(paragraphs, scores, strict=True)):
+        cells = "".join(f"{score.stance_scores[s]:9.2f}" for s in STANCES)
+        cells += "".join(f"{score.topic_scores[t]:8.2f}{'*' if t in score.topics else ' '}" for t in TOPICS)
+        label = "(boiler)" if is_boilerplate(text) else score.stance
+        snippet = text if len(text) <= 40 else text[:39] + "…"
+        print(f"{index:>3} {label:9}{cells}  {snippet}")
+    print("\n* = topic over its threshold; probabilities are calibrated")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lichang", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="labeled data tools").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="validate labeled JSONL and print counts")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(handler=cmd_data_check)
+
+    train = commands.add_parser("train", help="train a model on labeled JSONL")
+    train.add_argument("--out", required=True, help="model folder to write")
+    train.add_argument("--config", help="JSON file of LichangConfig values")
+    train.add_argument("--train", nargs="+", help="training JSONL (default: data/splits/train.jsonl)")
+    train.add_argument("--dev", nargs="+", help="dev JSONL (default: data/splits/dev.jsonl)")
+    train.add_argument("--test", nargs="*", help="held-out JSONL scored once for the model card ('' for none)")
+    for key, kind in (("epochs", int), ("batch_size", int), ("learning_rate", float), ("trainable_layers", int),
+                      ("base_encoder", str), ("device", str), ("seed", int), ("threads", int), ("name", str),
+                      ("version", str)):
+        train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind)
+    train.set_defaults(handler=cmd_train)
+
+    predict = commands.add_parser("predict", help="score text for a brand")
+    predict.add_argument("text", nargs="?", help="text to score (default: --file or standard input)")
+    predict.add_argument("--file", help="UTF-8 text file, one paragraph per line")
+    predict.add_argument("--brand", required=True)
+    predict.add_argument("--aliases", help="comma-separated other names of the brand")
+    predict.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
+    predict.add_argument("--json", action="store_true", help="one JSON object per paragraph")
+    predict.set_defaults(handler=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CommandError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"lichang: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""`lichang train`: fine-tune the stance and topic heads (and the top encoder layers) on labeled JSONL.
+
+The recipe: datasets for loading and tokenising, length-grouped batches with
+dynamic padding, class-weighted losses, per-epoch dev metrics (the best epoch
+is kept), then a temperature and topic thresholds fitted on dev. Nothing from
+the test split is used for any choice; it is scored once at the end for the
+model card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+
+from lichang.config import LichangConfig
+from lichang.data import load_records
+from lichang.eval.metrics import stance_metrics, topic_matrix, topic_metrics
+from lichang.models.classifier import Calibration, StanceTopicModel
+from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
+from lichang.schema import STANCE_INDEX, STANCES, TOPICS
+from lichang.training.calibration import choose_thresholds, fit_temperature
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    history: list[dict] = field(default_factory=list)
+    dev: dict = field(default_factory=dict)
+    test: dict | None = None
+    seconds: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def tokenised_dataset(model: StanceTopicModel, records: list[dict]) -> Dataset:
+    """Records → a `datasets.Dataset` of input ids, attention masks and both label kinds."""
+    dataset = Dataset.from_list([
+        {"text": r["text"], "brand": r["brand"], "aliases": list(r.get("aliases", [])),
+         "stance_label": STANCE_INDEX[r["stance"]],
+         "topic_labels": [float(t in r["topics"]) for t in TOPICS]}
+        for r in records
+    ])
+
+    def encode(batch: dict) -> dict:
+        encoded = model.encode(batch["text"], batch["brand"], batch["aliases"])
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                "length": [len(ids) for ids in encoded["input_ids"]]}
+
+    return dataset.map(encode, batched=True, remove_columns=["text", "brand", "aliases"],
+                       desc="tokenising", load_from_cache_file=False)
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort by length inside chunks of 50 batches, cut into batches, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        group = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def class_weights(records: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-frequency stance weights (mean 1) and topic positive weights (neg/pos, at most 4)."""
+    counts = np.array([sum(r["stance"] == s for r in records) for s in STANCES], dtype=float)
+    stance = counts.sum() / (len(STANCES) * np.maximum(counts, 1))
+    positives = np.array([sum(t in r["topics"] for r in records) for t in TOPICS], dtype=float)
+    topic = np.clip((len(records) - positives) / np.maximum(positives, 1), 1.0, 4.0)
+    return torch.tensor(stance, dtype=torch.float32), torch.tensor(topic, dtype=torch.float32)
+
+
+def predict_records(scorer: Scorer, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw stance logits and topic probabilities for labeled records."""
+    inputs = [ParagraphInput(r["text"], r["brand"], tuple(r.get("aliases", []))) for r in records]
+    stance_logits, topic_logits, _ = scorer.logits(inputs)
+    return stance_logits, 1.0 / (1.0 + np.exp(-topic_logits))
+
+
+def score_split(records: list[dict], stance_logits: np.ndarray, topic_probs: np.ndarray,
+                calibration: Calibration) -> dict:
+    predicted = [STANCES[i] for i in stance_logits.argmax(axis=1)]
+    thresholds = np.array([calibration.topic_thresholds[t] for t in TOPICS])
+    return {
+        "n_paragraphs": len(records),
+        "stance": stance_metrics([r["stance"] for r in records], predicted),
+        "topics": topic_metrics(topic_matrix([r["topics"] for r in records]),
+                                (topic_probs >= thresholds).astype(int)),
+    }
+
+
+class Trainer:
+    def __init__(self, config: LichangConfig, test_files: list[str] | None = None,
+                 show_progress: bool = True) -> None:
+        self.config = config
+        self.test_files = test_files or []
+        self.show_progress = show_progress
+
+    def run(self, out_dir: str | Path) -> TrainResult:
+        started = time.time()
+        config = self.config
+        set_seed(config.seed)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        device = pick_device(config.device)
+        train_records = load_records(config.train_files)
+        dev_records = load_records(config.dev_files)
+        if not train_records or not dev_records:
+            raise ValueError("training needs non-empty train and dev files")
+
+        model = StanceTopicModel.from_base(config).to(device)
+        train_data = tokenised_dataset(model, train_records)
+        collate = DataCollatorWithPadding(model.tokenizer)
+        stance_weight, topic_weight = class_weights(train_records) if config.class_weighting else (None, None)
+        stance_loss = nn.CrossEntropyLoss(weight=None if stance_weight is None else stance_weight.to(device))
+        topic_loss = nn.BCEWithLogitsLoss(pos_weight=None if topic_weight is None else topic_weight.to(device))
+
+        heads = [p for n, p in model.named_parameters() if n.startswith(("stance_head", "topic_head"))]
+        encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.") and p.requires_grad]
+        optimizer = torch.optim.AdamW([
+            {"params": encoder, "lr": config.learning_rate},
+            {"params": heads, "lr": config.head_learning_rate},
+        ], weight_decay=config.weight_decay)
+        steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+
+        rng = random.Random(config.seed)
+        lengths = train_data["length"]
+        scorer = Scorer(model)
+        result = TrainResult(model_dir=Path(out_dir))
+        best_score, best_state = -1.0, None
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            running, seen = 0.0, 0
+            batches = length_grouped_batches(lengths, config.batch_size, rng)
+            bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not self.show_progress)
+            for indices in bar:
+                rows = train_data.select(indices)
+                batch = collate([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows])
+                stance_logits, topic_logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+                loss = stance_loss(stance_logits, torch.tensor(rows["stance_label"], device=device))
+                loss = loss + config.topic_loss_weight * topic_loss(
+                    topic_logits, torch.tensor(rows["topic_labels"], device=device))
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(encoder + heads, 1.0)
+                optimizer.step()
+                scheduler.step()
+                running += loss.item() * len(indices)
+                seen += len(indices)
+                bar.set_postfix(loss=f"{running / seen:.3f}")
+            model.eval()
+            dev_logits, dev_topics = predict_records(scorer, dev_records)
+            dev_scores = score_split(dev_records, dev_logits, dev_topics, Calibration())
+            selection = dev_scores["stance"]["macro_f1"] + dev_scores["topics"]["micro_f1"]
+            record = {"epoch": epoch, "train_loss": running / max(seen, 1),
+                      "dev_stance_macro_f1": dev_scores["stance"]["macro_f1"],
+                      "dev_stance_accuracy": dev_scores["stance"]["accuracy"],
+                      "dev_topic_micro_f1": dev_scores["topics"]["micro_f1"],
+                      "seconds": round(time.time() - started, 1)}
+            result.history.append(record)
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            if selection > best_score:
+                best_score = selection
+                best_state = {n: t.detach().clone() for n, t in model.trained_state().items()}
+
+        model.load_state_dict(best_state, strict=False)
+        model.round_to_storage_precision()
+        model.eval()
+        dev_logits, dev_topics = predict_records(scorer, dev_records)
+        dev_labels = np.array([STANCE_INDEX[r["stance"]] for r in dev_records])
+        model.calibration = Calibration(
+            temperature=fit_temperature(dev_logits, dev_labels),
+            topic_thresholds=choose_thresholds(dev_topics, topic_matrix([r["topics"] for r in dev_records])),
+        )
+        result.dev = score_split(dev_records, dev_logits, dev_topics, model.calibration)
+        if self.test_files:
+            test_records = load_records(self.test_files)
+            test_logits, test_topics = predict_records(scorer, test_records)
+            result.test = score_split(test_records, test_logits, test_topics, model.calibration)
+            result.test["stance"]["nll"] = float(_nll(test_logits / model.calibration.temperature, test_records))
+        model.save_pretrained(out_dir)
+        result.seconds = time.time() - started
+        metrics = {"history": result.history, "dev": result.dev, "test": result.test,
+                   "train_seconds": round(result.seconds, 1), "device": str(device),
+                   "temperature": model.calibration.temperature,
+                   "topic_thresholds": model.calibration.topic_thresholds,
+                   "command": "lichang " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+        return result
+
+
+def _nll(logits: np.ndarray, records: list[dict]) -> float:
+    probabilities = softmax(logits)
+    labels = [STANCE_INDEX[r["stance"]] for r in records]
+    return float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-12)))
