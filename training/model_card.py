@@ -48,8 +48,9 @@ def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
         if baselines:
             test_section += "\n\nBaselines on the same test split (trained on the same train split):\n\n"
             test_section += "| baseline | stance macro-F1 | topic micro-F1 |\n| --- | --- | --- |\n"
-            test_section += "\n".join(f"| {name} | {b['stance_macro_f1']:.3f} | {b.get('topic_micro_f1', float('nan')):.3f} |"
-                                      for name, b in baselines.items())
+            test_section += "\n".join(
+                f"| {name} | {b['stance_macro_f1']:.3f} | {b.get('topic_micro_f1', float('nan')):.3f} |"
+                for name, b in baselines.items())
     card = f"""# {config.name} {config.version}
 
 A lichang stance-and-topic model for Chinese paragraphs about a target brand:

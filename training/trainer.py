@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from lichang.eval.metrics import stance_metrics, topic_matrix, topic_metrics
+from lichang.models.classifier import Calibration, StanceTopicModel
+from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
+from lichang.training.calibration import choose_thresholds, fit_temperature
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
 from lichang.config import LichangConfig
 from lichang.data import load_records
-from lichang.eval.metrics import stance_metrics, topic_matrix, topic_metrics
-from lichang.models.classifier import Calibration, StanceTopicModel
-from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
 from lichang.schema import STANCE_INDEX, STANCES, TOPICS
-from lichang.training.calibration import choose_thresholds, fit_temperature
 
 
 @dataclass

@@ -1,0 +1,19 @@
+from lichang.paragraphs import is_boilerplate, split_paragraphs
+
+
+def test_paragraphs_are_trimmed_non_empty_lines():
+    text = "  标题  \n\n第一段。\r\n   \n\t第二段。 \n"
+    assert split_paragraphs(text) == ["标题", "第一段。", "第二段。"]
+    assert split_paragraphs(" \n \n") == []
+
+
+def test_boilerplate_examples_from_labels_md():
+    for line in ["![]()", "![图片](http://x/y.png)", "图源:微博", "作者 / 魏力", "01.", "扫一扫关注微信",
+                 "回复电商领取资料", "本报记者 周启航 杭州报道", "#小米汽车 #SU7"]:
+        assert is_boilerplate(line), line
+
+
+def test_content_lines_are_not_boilerplate():
+    for line in ["站在车顶维权的车主", "小米汽车交付突破50万台。", "信任的崩塌", "什么意思?",
+                 "扫码支付的使用率在补贴结束后一周就掉了一半,大家又回去用现金了。"]:
+        assert not is_boilerplate(line), line

@@ -1,0 +1,99 @@
+"""Training and model-folder plumbing on a tiny randomly initialised XLM-R (says nothing about quality)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_jsonl
+from lichang.models.classifier import ModelLoadError, StanceTopicModel
+from lichang.models.scorer import ParagraphInput, Scorer
+from lichang.training.trainer import Trainer
+
+from lichang.config import LichangConfig
+
+PARAGRAPHS = [
+    ("比亚迪本月销量再创新高,海外订单翻倍。", "praise", []),
+    ("车主集体投诉比亚迪刹车异响,维权群已有三百人。", "critique", ["quality", "user_community"]),
+    ("比亚迪将于下周在深圳举行发布会。", "neutral", ["marketing"]),
+    ("法院判决比亚迪赔偿车主十万元。", "critique", ["legal"]),
+]
+
+
+def corpus(path, articles=6):
+    lines = []
+    for a in range(articles):
+        for i, (text, stance, topics) in enumerate(PARAGRAPHS):
+            lines.append(json.dumps({"id": f"t{a}-p{i:03d}", "article_id": f"t{a}", "brand": "比亚迪",
+                                     "aliases": ["BYD"], "text": text, "stance": stance, "topics": topics},
+                                    ensure_ascii=False))
+    return write_jsonl(path, lines)
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_encoder_dir):
+    return LichangConfig(base_encoder=str(tiny_encoder_dir), train_files=[str(corpus(tmp_path / "train.jsonl"))],
+                         dev_files=[str(corpus(tmp_path / "dev.jsonl", 1))], trainable_layers=1, epochs=25, dropout=0.0,
+                         batch_size=8, learning_rate=3e-3, head_learning_rate=3e-2, max_length=48,
+                         window_stride=8)
+
+
+def test_training_lowers_the_loss_and_writes_a_model_folder(tmp_path, tiny_config):
+    result = Trainer(tiny_config, test_files=tiny_config.dev_files, show_progress=False).run(tmp_path / "model")
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.7, losses
+    for name in ("lichang.json", "trained.safetensors", "metrics.json"):
+        assert (tmp_path / "model" / name).is_file()
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["test"]["n_paragraphs"] == 4
+    assert set(metrics["topic_thresholds"]) == {"marketing", "quality", "legal", "user_community"}
+
+
+def test_save_and_load_give_identical_scores(tmp_path, tiny_config):
+    torch.manual_seed(1)
+    model = StanceTopicModel.from_base(tiny_config).eval()
+    model.calibration.temperature = 1.7
+    model.save_pretrained(tmp_path / "m")  # rounds trained weights to their fp16 storage first
+    inputs = [ParagraphInput(text, "比亚迪", ("BYD",)) for text, _, _ in PARAGRAPHS]
+    before = Scorer(model).score(inputs)
+    loaded = StanceTopicModel.from_pretrained(tmp_path / "m")
+    after = Scorer(loaded).score(inputs)
+    assert loaded.calibration.temperature == 1.7
+    for a, b in zip(before, after, strict=True):
+        assert a.stance_scores == b.stance_scores
+        assert a.topic_scores == b.topic_scores
+
+
+def test_only_top_layers_and_heads_train(tiny_config):
+    model = StanceTopicModel.from_base(tiny_config)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("encoder.encoder.layer.1.") for n in trainable)
+    assert not any(n.startswith(("encoder.encoder.layer.0.", "encoder.embeddings")) for n in trainable)
+    assert {"stance_head.weight", "topic_head.bias"} <= trainable
+
+
+def test_long_paragraphs_are_scored_in_windows_not_cut(tiny_config):
+    model = StanceTopicModel.from_base(tiny_config).eval()
+    scorer = Scorer(model)
+    short = ParagraphInput("比亚迪发布新车。", "比亚迪")
+    long = ParagraphInput("比亚迪发布新车,车主评价很好。" * 30, "比亚迪")
+    scores = scorer.score([long, short])
+    assert scores[0].windows > 1 and scores[1].windows == 1
+    # the tail of a long paragraph changes its score: it was read, not truncated
+    changed = ParagraphInput(long.text + "但是刹车失灵导致多起事故,车主起诉。" * 5, "比亚迪")
+    assert scorer.score([changed])[0].stance_logits != scores[0].stance_logits
+    # batching and sorting do not change a paragraph's score
+    alone = scorer.score([short])[0]
+    assert np.allclose(list(alone.stance_scores.values()), list(scores[1].stance_scores.values()), atol=1e-5)
+
+
+def test_missing_or_foreign_model_folders_fail_clearly(tmp_path, tiny_config):
+    with pytest.raises(ModelLoadError, match="lichang.json is missing"):
+        StanceTopicModel.from_pretrained(tmp_path / "nowhere")
+    model = StanceTopicModel.from_base(tiny_config)
+    model.save_pretrained(tmp_path / "m")
+    description = json.loads((tmp_path / "m" / "lichang.json").read_text())
+    description["topics"] = ["marketing", "finance"]
+    (tmp_path / "m" / "lichang.json").write_text(json.dumps(description))
+    with pytest.raises(ModelLoadError, match="differ from"):
+        StanceTopicModel.from_pretrained(tmp_path / "m")
