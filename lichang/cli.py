@@ -36,6 +36,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from lichang.config import DATA_DIR, REPO_ROOT
+    from lichang.splits import write_splits
+
+    written = sorted((DATA_DIR / "written").glob("*.jsonl"))
+    seeds = sorted((REPO_ROOT / "seeds" / "labeled").glob("*.jsonl"))
+    counts = write_splits(written, seeds, set(args.test_seed), Path(args.out))
+    print(json.dumps(counts))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lichang.training.model_card import write_model_card
     from lichang.training.trainer import Trainer
@@ -124,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = data.add_parser("check", help="validate labeled JSONL and print counts")
     check.add_argument("files", nargs="+")
     check.set_defaults(handler=cmd_data_check)
+    split = data.add_parser("split", help="rebuild data/splits from data/written and seeds/labeled")
+    split.add_argument("--out", default=str(SPLITS_DIR))
+    split.add_argument("--test-seed", nargs="+", default=["seed002"], help="seed articles held out for test")
+    split.set_defaults(handler=cmd_data_split)
 
     train = commands.add_parser("train", help="train a model on labeled JSONL")
     train.add_argument("--out", required=True, help="model folder to write")
