@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -95,9 +96,10 @@ def _read_text(args: argparse.Namespace) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from lichang.analysis import analyse_paragraphs
     from lichang.models.classifier import StanceTopicModel
-    from lichang.models.scorer import ParagraphInput, Scorer
-    from lichang.paragraphs import is_boilerplate, split_paragraphs
+    from lichang.models.scorer import Scorer
+    from lichang.paragraphs import split_paragraphs
     from lichang.schema import STANCES, TOPICS
 
     _quiet_transformers()
@@ -105,25 +107,45 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paragraphs:
         raise CommandError("no text to score: the input is empty or only whitespace")
     model = StanceTopicModel.from_pretrained(args.model)
-    aliases = tuple(a for a in (args.aliases or "").split(",") if a)
-    scores = Scorer(model).score([ParagraphInput(p, args.brand, aliases) for p in paragraphs])
+    aliases = [a.strip() for a in (args.aliases or "").split(",") if a.strip()]
+    results, summary = analyse_paragraphs(Scorer(model), paragraphs, args.brand, aliases)
     if args.json:
-        for index, (text, score) in enumerate(zip(paragraphs, scores, strict=True)):
-            print(json.dumps({"index": index, "text": text, "boilerplate": is_boilerplate(text),
-                              "stance": {"label": score.stance, "scores": score.stance_scores},
-                              "topics": {"labels": score.topics, "scores": score.topic_scores}},
-                             ensure_ascii=False))
+        for result in results:
+            print(json.dumps(result.to_api(), ensure_ascii=False))
         return 0
-    header = f"{'#':>3} {'stance':9}" + "".join(f"{s[:8]:>9}" for s in STANCES) + "".join(
-        f"{t[:8]:>9}" for t in TOPICS) + "  text"
-    print(header)
-    for index, (text, score) in enumerate(zip(paragraphs, scores, strict=True)):
-        cells = "".join(f"{score.stance_scores[s]:9.2f}" for s in STANCES)
-        cells += "".join(f"{score.topic_scores[t]:8.2f}{'*' if t in score.topics else ' '}" for t in TOPICS)
-        label = "(boiler)" if is_boilerplate(text) else score.stance
-        snippet = text if len(text) <= 40 else text[:39] + "…"
-        print(f"{index:>3} {label:9}{cells}  {snippet}")
-    print("\n* = topic over its threshold; probabilities are calibrated")
+    print(f"{'#':>3} {'stance':9}" + "".join(f"{s[:8]:>9}" for s in STANCES)
+          + "".join(f"{t[:8]:>9}" for t in TOPICS) + "  text")
+    for result in results:
+        cells = "".join(f"{result.stance_scores[s]:9.2f}" for s in STANCES)
+        cells += "".join(f"{result.topic_scores[t]:8.2f}{'*' if t in result.topics else ' '}" for t in TOPICS)
+        label = "(boiler)" if result.boilerplate else result.stance
+        snippet = result.text if len(result.text) <= 40 else result.text[:39] + "…"
+        print(f"{result.index:>3} {label:9}{cells}  {snippet}")
+    shares = ", ".join(f"{s} {summary.shares[s]:.0%}" for s in STANCES)
+    print(f"\n{summary.scored_paragraphs} scored paragraphs: {shares}; net stance {summary.net_stance:+.2f}")
+    print("* = topic over its threshold; probabilities are calibrated; (boiler) = boilerplate, not counted")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from lichang.service.settings import ServiceSettings
+
+    _quiet_transformers()
+    settings = ServiceSettings.from_env(model_dir=args.model, host=args.host, port=args.port, workers=args.workers,
+                                        device=args.device, api_key=args.api_key, default_brand=args.default_brand)
+    if not (Path(settings.model_dir) / "lichang.json").is_file():
+        raise CommandError(f"no lichang model at {settings.model_dir} (lichang.json missing)")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # settings travel to worker processes through the environment (create_app reads LICHANG_*)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            os.environ[f"LICHANG_{name.upper()}"] = str(value)
+    uvicorn.run("lichang.service.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level="warning")
     return 0
 
 
@@ -160,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     predict.add_argument("--json", action="store_true", help="one JSON object per paragraph")
     predict.set_defaults(handler=cmd_predict)
+
+    serve = commands.add_parser("serve", help="start the REST service (options override LICHANG_* variables)")
+    serve.add_argument("--model", help="model folder (LICHANG_MODEL_DIR; default: the shipped models/default)")
+    serve.add_argument("--host", help="LICHANG_HOST (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="LICHANG_PORT (default 8000)")
+    serve.add_argument("--workers", type=int, help="LICHANG_WORKERS: processes, each with its own model copy")
+    serve.add_argument("--device", help="LICHANG_DEVICE: auto (GPU when present), cpu or cuda")
+    serve.add_argument("--api-key", help="LICHANG_API_KEY: require this key on every /v1 call")
+    serve.add_argument("--default-brand", help="LICHANG_DEFAULT_BRAND: brand used when a request names none")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

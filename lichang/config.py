@@ -12,12 +12,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import lichang.models
 from lichang.models.base_encoder import DEFAULT_ENCODER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 SPLITS_DIR = DATA_DIR / "splits"
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+# the shipped model lives beside the model code, in the repository and when installed
+DEFAULT_MODEL_DIR = Path(lichang.models.__file__).resolve().parent / "default"
 
 
 @dataclass
@@ -28,13 +30,14 @@ class LichangConfig:
     base_encoder: str = DEFAULT_ENCODER  # or any Hugging Face encoder path / id
     max_length: int = 192  # tokens per window (target segment + paragraph)
     window_stride: int = 48  # overlap between windows of a long paragraph
-    trainable_layers: int = 4  # top encoder layers fine-tuned; the rest stay frozen
+    trainable_layers: int = 12  # top encoder layers fine-tuned (embeddings always stay frozen)
     dropout: float = 0.1
     max_aliases: int = 6  # aliases of the target written into the input
+    mark_target: bool = True  # wrap the target's mentions in the paragraph in «»
     # --- training recipe ---
     train_files: list[str] = field(default_factory=lambda: [str(SPLITS_DIR / "train.jsonl")])
     dev_files: list[str] = field(default_factory=lambda: [str(SPLITS_DIR / "dev.jsonl")])
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 16
     learning_rate: float = 1e-4
     head_learning_rate: float = 1e-3

@@ -4,7 +4,8 @@ The input pairs the target brand (with aliases) with the paragraph, so the same
 paragraph can get different stances for two brands. A model folder holds:
 
 - `lichang.json`     the LichangConfig, label schema, temperature and topic thresholds
-- `trained.safetensors`  the heads and the fine-tuned top encoder layers (fp16)
+- `trained.safetensors`  the heads (fp32) and the fine-tuned encoder layers, stored as their change
+  from the base encoder: int8 per output row for matrices, fp16 for vectors
 - `README.md` / `metrics.json`  the model card and its held-out scores
 
 The frozen rest of the encoder is not stored: it is rebuilt from the base
@@ -15,21 +16,25 @@ a shipped model small enough for git.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from lichang.models.base_encoder import resolve_encoder
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from lichang.config import LichangConfig
+from lichang.models.base_encoder import resolve_encoder
 from lichang.schema import STANCES, TOPICS
 
 MODEL_FILE = "lichang.json"
+BRANDS_FILE = "brands.json"  # aliases of the brands seen in training, used when a caller gives none
 WEIGHTS_FILE = "trained.safetensors"
 FORMAT_VERSION = 1
+DELTA_SUFFIX = ".int8_delta"
+SCALE_SUFFIX = ".delta_scale"
 
 
 class ModelLoadError(RuntimeError):
@@ -51,6 +56,15 @@ def target_segment(brand: str, aliases: list[str] | None, max_aliases: int) -> s
     return f"query: 目标品牌:{names}"
 
 
+def mark_target(text: str, brand: str, aliases: list[str] | None) -> str:
+    """Wrap each mention of the target (brand or alias, longest first) in «», so the model sees who is who."""
+    names = sorted({n for n in [brand, *(aliases or [])] if len(n.strip()) >= 2}, key=len, reverse=True)
+    if not names:
+        return text
+    pattern = re.compile("|".join(re.escape(n) for n in names), flags=re.IGNORECASE)
+    return pattern.sub(lambda m: f"«{m.group(0)}»", text)
+
+
 def paragraph_segment(text: str) -> str:
     return f"passage: {text}"
 
@@ -63,11 +77,15 @@ class StanceTopicModel(nn.Module):
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.calibration = calibration or Calibration()
+        self.known_aliases: dict[str, list[str]] = {}
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(config.dropout)
         self.stance_head = nn.Linear(hidden, len(STANCES))
         self.topic_head = nn.Linear(hidden, len(TOPICS))
         self.freeze_lower_layers()
+        # The base values of the parameters that train: saved models store only their change.
+        self._base_values = {n: p.detach().clone() for n, p in self.named_parameters()
+                             if p.requires_grad and n.startswith("encoder.")}
 
     # ----------------------------------------------------------------- build
     @classmethod
@@ -99,7 +117,10 @@ class StanceTopicModel(nn.Module):
     def encode(self, texts: list[str], brands: list[str], aliases: list[list[str] | None],
                overflow: bool = False) -> dict:
         """Tokenize (target, paragraph) pairs; with `overflow`, long paragraphs become overlapping windows."""
+        aliases = [list(a) if a else self.known_aliases.get(b, []) for b, a in zip(brands, aliases, strict=True)]
         first = [target_segment(b, a, self.config.max_aliases) for b, a in zip(brands, aliases, strict=True)]
+        if self.config.mark_target:
+            texts = [mark_target(t, b, a) for t, b, a in zip(texts, brands, aliases, strict=True)]
         second = [paragraph_segment(t) for t in texts]
         return self.tokenizer(
             first, second, truncation="only_second", max_length=self.config.max_length,
@@ -113,22 +134,53 @@ class StanceTopicModel(nn.Module):
         names |= {n for n in self.state_dict() if n.startswith(("stance_head", "topic_head"))}
         return {n: t for n, t in self.state_dict().items() if n in names}
 
+    def _storage_tensors(self) -> dict[str, torch.Tensor]:
+        """What goes on disk: matrices as int8 deltas from the base with a per-row fp16 scale, vectors in fp16."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, value in self.trained_state().items():
+            value = value.detach().float().cpu()
+            if not name.startswith("encoder."):
+                tensors[name] = value
+            elif value.dim() == 2:
+                delta = value - self._base_values[name].cpu()
+                scale = (delta.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12).half()
+                tensors[f"{name}{DELTA_SUFFIX}"] = torch.round(delta / scale.float()).clamp(-127, 127).to(torch.int8)
+                tensors[f"{name}{SCALE_SUFFIX}"] = scale
+            else:
+                tensors[name] = value.half()
+        return tensors
+
+    def _apply_storage(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Set parameters from stored tensors (the inverse of _storage_tensors)."""
+        values: dict[str, torch.Tensor] = {}
+        for name, tensor in tensors.items():
+            if name.endswith(SCALE_SUFFIX):
+                continue
+            if name.endswith(DELTA_SUFFIX):
+                base_name = name[: -len(DELTA_SUFFIX)]
+                scale = tensors[f"{base_name}{SCALE_SUFFIX}"].float()
+                values[base_name] = self._base_values[base_name].cpu() + tensor.float() * scale
+            else:
+                values[name] = tensor.float()
+        expected = set(self.trained_state())
+        if set(values) != expected:
+            missing, unknown = sorted(expected - set(values)), sorted(set(values) - expected)
+            raise ModelLoadError(f"{WEIGHTS_FILE}: missing {missing[:5]}, unknown {unknown[:5]} "
+                                 "(was it trained with another trainable_layers or base encoder?)")
+        device = next(self.parameters()).device
+        self.load_state_dict({n: v.to(device) for n, v in values.items()}, strict=False)
+
     def round_to_storage_precision(self) -> None:
-        """Round fine-tuned encoder weights to fp16 in place, so the saved model scores exactly as this one."""
-        with torch.no_grad():
-            for name, parameter in self.named_parameters():
-                if parameter.requires_grad and name.startswith("encoder."):
-                    parameter.copy_(parameter.half().float())
+        """Make this model score exactly as its saved copy will (weights pass through their storage form)."""
+        self._apply_storage(self._storage_tensors())
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.round_to_storage_precision()
-        tensors = {
-            n: (t.half() if n.startswith("encoder.") else t.float()).contiguous().cpu()
-            for n, t in self.trained_state().items()
-        }
-        save_file(tensors, directory / WEIGHTS_FILE, metadata={"format": str(FORMAT_VERSION)})
+        tensors = self._storage_tensors()
+        self._apply_storage(tensors)
+        save_file({n: t.contiguous() for n, t in tensors.items()}, directory / WEIGHTS_FILE,
+                  metadata={"format": str(FORMAT_VERSION)})
         description = {
             "format": FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -138,6 +190,9 @@ class StanceTopicModel(nn.Module):
             "topic_thresholds": self.calibration.topic_thresholds,
         }
         (directory / MODEL_FILE).write_text(json.dumps(description, ensure_ascii=False, indent=2), encoding="utf-8")
+        if self.known_aliases:
+            (directory / BRANDS_FILE).write_text(json.dumps(self.known_aliases, ensure_ascii=False, indent=1),
+                                                 encoding="utf-8")
         return directory
 
     @classmethod
@@ -161,14 +216,9 @@ class StanceTopicModel(nn.Module):
             raise ModelLoadError(f"{directory / WEIGHTS_FILE} is missing: the model folder is incomplete")
         config = LichangConfig.from_dict(description["config"])
         model = cls.from_base(config)
-        weights = {n: t.float() for n, t in load_file(str(directory / WEIGHTS_FILE)).items()}
-        missing = set(model.trained_state()) - set(weights)
-        unknown = set(weights) - set(model.state_dict())
-        if missing or unknown:
-            raise ModelLoadError(
-                f"{directory / WEIGHTS_FILE}: missing {sorted(missing)[:5]}, unknown {sorted(unknown)[:5]}"
-            )
-        model.load_state_dict(weights, strict=False)
+        model._apply_storage(load_file(str(directory / WEIGHTS_FILE)))
+        if (directory / BRANDS_FILE).is_file():
+            model.known_aliases = json.loads((directory / BRANDS_FILE).read_text(encoding="utf-8"))
         model.calibration = Calibration(
             temperature=float(description["temperature"]),
             topic_thresholds={t: float(description["topic_thresholds"][t]) for t in TOPICS},

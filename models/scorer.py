@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from lichang.models.classifier import StanceTopicModel
 
+from lichang.models.classifier import StanceTopicModel
 from lichang.schema import STANCES, TOPICS
 
 

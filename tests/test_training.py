@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_jsonl
+
+from lichang.config import LichangConfig
 from lichang.models.classifier import ModelLoadError, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer
 from lichang.training.trainer import Trainer
-
-from lichang.config import LichangConfig
 
 PARAGRAPHS = [
     ("比亚迪本月销量再创新高,海外订单翻倍。", "praise", []),
@@ -97,3 +97,23 @@ def test_missing_or_foreign_model_folders_fail_clearly(tmp_path, tiny_config):
     (tmp_path / "m" / "lichang.json").write_text(json.dumps(description))
     with pytest.raises(ModelLoadError, match="differ from"):
         StanceTopicModel.from_pretrained(tmp_path / "m")
+
+
+def test_target_mentions_are_marked_longest_name_first():
+    from lichang.models.classifier import mark_target
+
+    text = "当蔚来还在亏损时,比亚迪汽车和BYD的海外订单翻倍,byd很忙。"
+    assert mark_target(text, "比亚迪", ["比亚迪汽车", "BYD"]) == (
+        "当蔚来还在亏损时,«比亚迪汽车»和«BYD»的海外订单翻倍,«byd»很忙。")
+    assert mark_target(text, "蔚来", []) == text.replace("蔚来", "«蔚来»")
+    assert mark_target("小米发布会", "米", ["M"]) == "小米发布会"  # one-character names are too ambiguous to mark
+
+
+def test_known_aliases_fill_in_when_a_caller_gives_none(tiny_config, tmp_path):
+    model = StanceTopicModel.from_base(tiny_config)
+    model.known_aliases = {"比亚迪": ["BYD", "王传福"]}
+    with_known = model.encode(["王传福发布新车"], ["比亚迪"], [None])["input_ids"][0]
+    explicit = model.encode(["王传福发布新车"], ["比亚迪"], [["BYD", "王传福"]])["input_ids"][0]
+    assert with_known == explicit
+    model.save_pretrained(tmp_path / "m")
+    assert StanceTopicModel.from_pretrained(tmp_path / "m").known_aliases == {"比亚迪": ["BYD", "王传福"]}

@@ -15,23 +15,24 @@ import random
 import shlex
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset
-from lichang.eval.metrics import stance_metrics, topic_matrix, topic_metrics
-from lichang.models.classifier import Calibration, StanceTopicModel
-from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
-from lichang.training.calibration import choose_thresholds, fit_temperature
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
 from lichang.config import LichangConfig
 from lichang.data import load_records
+from lichang.eval.metrics import stance_metrics, topic_matrix, topic_metrics
+from lichang.models.classifier import Calibration, StanceTopicModel
+from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
 from lichang.schema import STANCE_INDEX, STANCES, TOPICS
+from lichang.training.calibration import choose_thresholds, fit_temperature
 
 
 @dataclass
@@ -78,6 +79,15 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
         batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def brand_aliases(records: list[dict]) -> dict[str, list[str]]:
+    """Each training brand's most frequent alias list, so callers who give only a brand name still get them."""
+    lists: dict[str, Counter] = {}
+    for record in records:
+        if record.get("aliases"):
+            lists.setdefault(record["brand"], Counter())[tuple(record["aliases"])] += 1
+    return {brand: list(counter.most_common(1)[0][0]) for brand, counter in sorted(lists.items())}
 
 
 def class_weights(records: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +138,7 @@ class Trainer:
             raise ValueError("training needs non-empty train and dev files")
 
         model = StanceTopicModel.from_base(config).to(device)
+        model.known_aliases = brand_aliases(train_records)
         train_data = tokenised_dataset(model, train_records)
         collate = DataCollatorWithPadding(model.tokenizer)
         stance_weight, topic_weight = class_weights(train_records) if config.class_weighting else (None, None)
