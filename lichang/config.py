@@ -45,6 +45,7 @@ class LichangConfig:
     warmup_ratio: float = 0.06
     topic_loss_weight: float = 1.0
     class_weighting: bool = True
+    brand_swap: float = 0.5  # share of training rows per epoch whose target is renamed (see training/augment.py)
     seed: int = 13
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch's default

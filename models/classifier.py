@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from opencc import OpenCC
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
@@ -56,9 +57,19 @@ def target_segment(brand: str, aliases: list[str] | None, max_aliases: int) -> s
     return f"query: 目标品牌:{names}"
 
 
+_TO_TRADITIONAL = OpenCC("s2t")
+_TO_SIMPLIFIED = OpenCC("t2s")
+
+
+def name_variants(names: list[str]) -> list[str]:
+    """The names in simplified and traditional script, longest first (so 比亚迪 also finds 比亞迪)."""
+    variants = {v for n in names if n.strip() for v in (n, _TO_TRADITIONAL.convert(n), _TO_SIMPLIFIED.convert(n))}
+    return sorted(variants, key=len, reverse=True)
+
+
 def mark_target(text: str, brand: str, aliases: list[str] | None) -> str:
-    """Wrap each mention of the target (brand or alias, longest first) in «», so the model sees who is who."""
-    names = sorted({n for n in [brand, *(aliases or [])] if len(n.strip()) >= 2}, key=len, reverse=True)
+    """Wrap each mention of the target (brand or alias, either script, longest first) in «»."""
+    names = [n for n in name_variants([brand, *(aliases or [])]) if len(n.strip()) >= 2]
     if not names:
         return text
     pattern = re.compile("|".join(re.escape(n) for n in names), flags=re.IGNORECASE)

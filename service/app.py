@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lichang.analysis import summarise, to_results
 from lichang.models.classifier import StanceTopicModel
@@ -302,6 +303,15 @@ def create_app(settings: ServiceSettings | None = None, model: StanceTopicModel 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers an undecodable body (e.g. GBK bytes) with a bare 400; say what to fix instead.
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            return JSONResponse({"error": "invalid_body", "message": "the body could not be read: send JSON "
+                                 "encoded as UTF-8 with content-type application/json"}, status_code=400)
+        return JSONResponse({"error": f"http_{exc.status_code}", "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

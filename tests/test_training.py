@@ -1,6 +1,7 @@
 """Training and model-folder plumbing on a tiny randomly initialised XLM-R (says nothing about quality)."""
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from conftest import write_jsonl
 from lichang.config import LichangConfig
 from lichang.models.classifier import ModelLoadError, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer
+from lichang.training.augment import INVENTED_BRANDS, augment_epoch, replacement_pool, swap_target
 from lichang.training.trainer import Trainer
 
 PARAGRAPHS = [
@@ -117,3 +119,35 @@ def test_known_aliases_fill_in_when_a_caller_gives_none(tiny_config, tmp_path):
     assert with_known == explicit
     model.save_pretrained(tmp_path / "m")
     assert StanceTopicModel.from_pretrained(tmp_path / "m").known_aliases == {"比亚迪": ["BYD", "王传福"]}
+
+
+def test_brand_swap_renames_every_mention_and_keeps_the_labels():
+    row = {"text": "蔚来在召回,而小米汽车的SU7订单排到明年,雷军很满意。", "brand": "小米",
+           "aliases": ["小米汽车", "SU7", "雷军"], "stance": "praise", "topics": ["quality"], "industry": "cars"}
+    swapped = swap_target(row, "远澜汽车")
+    assert swapped["text"] == "蔚来在召回,而远澜汽车的远澜汽车订单排到明年,远澜汽车很满意。"
+    assert (swapped["brand"], swapped["aliases"]) == ("远澜汽车", [])
+    assert (swapped["stance"], swapped["topics"]) == ("praise", ["quality"])
+
+
+def test_brand_swap_never_picks_a_name_already_in_the_paragraph():
+    rows = [{"text": f"小米{i}和蔚来比,还差得远。", "brand": "小米", "aliases": [], "industry": "cars",
+             "stance": "critique", "topics": []} for i in range(200)]
+    rows.append({"text": "蔚来发布新车。", "brand": "蔚来", "aliases": [], "industry": "cars",
+                 "stance": "neutral", "topics": []})
+    pools = replacement_pool(rows)
+    assert set(pools["cars"]) == {"小米", "蔚来", *INVENTED_BRANDS}
+    out = augment_epoch(rows, 1.0, pools, random.Random(0))
+    swapped = out[:200]
+    assert all(r["brand"] not in {"小米", "蔚来"} and "蔚来" in r["text"] and "小米" not in r["text"]
+               for r in swapped)
+    assert len({r["brand"] for r in swapped}) > 5  # the names vary
+    assert augment_epoch(rows, 0.0, pools, random.Random(0)) == rows
+
+
+def test_traditional_script_mentions_are_marked_and_swapped():
+    from lichang.models.classifier import mark_target
+
+    assert mark_target("比亞迪匈牙利工廠投產,蔚來觀望。", "比亚迪", ["BYD"]) == "«比亞迪»匈牙利工廠投產,蔚來觀望。"
+    row = {"text": "小鵬汽車宣布降價。", "brand": "小鹏汽车", "aliases": ["小鹏"], "stance": "neutral", "topics": []}
+    assert swap_target(row, "远澜汽车")["text"] == "远澜汽车宣布降價。"

@@ -32,6 +32,7 @@ from lichang.eval.metrics import stance_metrics, topic_matrix, topic_metrics
 from lichang.models.classifier import Calibration, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
 from lichang.schema import STANCE_INDEX, STANCES, TOPICS
+from lichang.training.augment import augment_epoch, replacement_pool
 from lichang.training.calibration import choose_thresholds, fit_temperature
 
 
@@ -139,7 +140,6 @@ class Trainer:
 
         model = StanceTopicModel.from_base(config).to(device)
         model.known_aliases = brand_aliases(train_records)
-        train_data = tokenised_dataset(model, train_records)
         collate = DataCollatorWithPadding(model.tokenizer)
         stance_weight, topic_weight = class_weights(train_records) if config.class_weighting else (None, None)
         stance_loss = nn.CrossEntropyLoss(weight=None if stance_weight is None else stance_weight.to(device))
@@ -151,19 +151,20 @@ class Trainer:
             {"params": encoder, "lr": config.learning_rate},
             {"params": heads, "lr": config.head_learning_rate},
         ], weight_decay=config.weight_decay)
-        steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+        steps_per_epoch = math.ceil(len(train_records) / config.batch_size)
         total_steps = steps_per_epoch * config.epochs
         scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
         rng = random.Random(config.seed)
-        lengths = train_data["length"]
+        pool = replacement_pool(train_records)
         scorer = Scorer(model)
         result = TrainResult(model_dir=Path(out_dir))
         best_score, best_state = -1.0, None
         for epoch in range(1, config.epochs + 1):
             model.train()
             running, seen = 0.0, 0
-            batches = length_grouped_batches(lengths, config.batch_size, rng)
+            train_data = tokenised_dataset(model, augment_epoch(train_records, config.brand_swap, pool, rng))
+            batches = length_grouped_batches(train_data["length"], config.batch_size, rng)
             bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not self.show_progress)
             for indices in bar:
                 rows = train_data.select(indices)
