@@ -34,6 +34,7 @@ class LichangConfig:
     dropout: float = 0.1
     max_aliases: int = 6  # aliases of the target written into the input
     mark_target: bool = True  # wrap the target's mentions in the paragraph in «»
+    target_pooling: bool = True  # heads also read the mean of the target's tokens (see classifier.forward)
     # --- training recipe ---
     train_files: list[str] = field(default_factory=lambda: [str(SPLITS_DIR / "train.jsonl")])
     dev_files: list[str] = field(default_factory=lambda: [str(SPLITS_DIR / "dev.jsonl")])

@@ -76,6 +76,14 @@ def mark_target(text: str, brand: str, aliases: list[str] | None) -> str:
     return pattern.sub(lambda m: f"«{m.group(0)}»", text)
 
 
+_MENTION = re.compile("«[^«»]*»")
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
 def paragraph_segment(text: str) -> str:
     return f"passage: {text}"
 
@@ -91,8 +99,9 @@ class StanceTopicModel(nn.Module):
         self.known_aliases: dict[str, list[str]] = {}
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(config.dropout)
-        self.stance_head = nn.Linear(hidden, len(STANCES))
-        self.topic_head = nn.Linear(hidden, len(TOPICS))
+        features = hidden * (2 if config.target_pooling else 1)
+        self.stance_head = nn.Linear(features, len(STANCES))
+        self.topic_head = nn.Linear(features, len(TOPICS))
         self.freeze_lower_layers()
         # The base values of the parameters that train: saved models store only their change.
         self._base_values = {n: p.detach().clone() for n, p in self.named_parameters()
@@ -118,25 +127,62 @@ class StanceTopicModel(nn.Module):
                 parameter.requires_grad = True
 
     # --------------------------------------------------------------- forward
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                target_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean of all tokens, and (with target_pooling) beside it the mean of the target's tokens.
+
+        Pooling the whole window alone lets the paragraph's overall tone drown out who it is about; the
+        target's own tokens carry what the context says about *it* ("反观苹果,销量下滑" vs 华为).
+        """
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        pooled = _masked_mean(hidden, attention_mask)
+        if self.config.target_pooling:
+            target = _masked_mean(hidden, attention_mask if target_mask is None else target_mask)
+            pooled = torch.cat([pooled, target], dim=-1)
         pooled = self.dropout(pooled)
         return self.stance_head(pooled), self.topic_head(pooled)
 
     def encode(self, texts: list[str], brands: list[str], aliases: list[list[str] | None],
                overflow: bool = False) -> dict:
-        """Tokenize (target, paragraph) pairs; with `overflow`, long paragraphs become overlapping windows."""
+        """Tokenize (target, paragraph) pairs; with `overflow`, long paragraphs become overlapping windows.
+
+        Besides input ids it gives `target_mask`: the tokens of the target's «» mentions in each window,
+        or, in a window that does not name it, the tokens of the brand segment.
+        """
         aliases = [list(a) if a else self.known_aliases.get(b, []) for b, a in zip(brands, aliases, strict=True)]
         first = [target_segment(b, a, self.config.max_aliases) for b, a in zip(brands, aliases, strict=True)]
         if self.config.mark_target:
             texts = [mark_target(t, b, a) for t, b, a in zip(texts, brands, aliases, strict=True)]
         second = [paragraph_segment(t) for t in texts]
-        return self.tokenizer(
+        encoded = self.tokenizer(
             first, second, truncation="only_second", max_length=self.config.max_length,
             stride=self.config.window_stride if overflow else 0, return_overflowing_tokens=overflow,
+            return_offsets_mapping=True,
         )
+        owners = encoded["overflow_to_sample_mapping"] if overflow else range(len(second))
+        spans = [[m.span() for m in _MENTION.finditer(text)] for text in second]
+        masks = []
+        for window, owner in enumerate(owners):
+            segments = encoded.sequence_ids(window)
+            offsets = encoded["offset_mapping"][window]
+            mentions = [int(seg == 1 and any(a < end and start < b for a, b in spans[owner]))
+                        for seg, (start, end) in zip(segments, offsets, strict=True)]
+            masks.append(mentions if any(mentions) else [int(seg == 0) for seg in segments])
+        encoded["target_mask"] = masks
+        del encoded["offset_mapping"]
+        return encoded
+
+    def pad_batch(self, ids: list[list[int]], target_masks: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Right-pad windows of one batch to its longest (dynamic padding)."""
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        target_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, (window, target) in enumerate(zip(ids, target_masks, strict=True)):
+            input_ids[row, : len(window)] = torch.tensor(window)
+            attention_mask[row, : len(window)] = 1
+            target_mask[row, : len(target)] = torch.tensor(target)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "target_mask": target_mask}
 
     # ------------------------------------------------------------- save/load
     def trained_state(self) -> dict[str, torch.Tensor]:
@@ -225,7 +271,8 @@ class StanceTopicModel(nn.Module):
             )
         if not (directory / WEIGHTS_FILE).is_file():
             raise ModelLoadError(f"{directory / WEIGHTS_FILE} is missing: the model folder is incomplete")
-        config = LichangConfig.from_dict(description["config"])
+        # folders saved before target pooling existed pool all tokens only
+        config = LichangConfig.from_dict({"target_pooling": False, **description["config"]})
         model = cls.from_base(config)
         model._apply_storage(load_file(str(directory / WEIGHTS_FILE)))
         if (directory / BRANDS_FILE).is_file():

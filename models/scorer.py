@@ -87,15 +87,9 @@ class Scorer:
         topic_sum = np.zeros((len(inputs), len(TOPICS)))
         weight = np.zeros(len(inputs))
         windows = np.zeros(len(inputs), dtype=int)
-        pad = self.model.tokenizer.pad_token_id
         for batch in self._batches(window_lengths):
-            width = max(window_lengths[i] for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, : window_lengths[i]] = torch.tensor(ids[i])
-                mask[row, : window_lengths[i]] = 1
-            stance, topic = self.model(input_ids.to(self.device), mask.to(self.device))
+            tensors = self.model.pad_batch([ids[i] for i in batch], [encoded["target_mask"][i] for i in batch])
+            stance, topic = self.model(**{k: v.to(self.device) for k, v in tensors.items()})
             stance, topic = stance.float().cpu().numpy(), topic.float().cpu().numpy()
             for row, i in enumerate(batch):
                 owner = owners[i]

@@ -151,3 +151,26 @@ def test_traditional_script_mentions_are_marked_and_swapped():
     assert mark_target("比亞迪匈牙利工廠投產,蔚來觀望。", "比亚迪", ["BYD"]) == "«比亞迪»匈牙利工廠投產,蔚來觀望。"
     row = {"text": "小鵬汽車宣布降價。", "brand": "小鹏汽车", "aliases": ["小鹏"], "stance": "neutral", "topics": []}
     assert swap_target(row, "远澜汽车")["text"] == "远澜汽车宣布降價。"
+
+
+def test_target_mask_covers_the_mentions_or_else_the_brand_segment(tiny_config):
+    model = StanceTopicModel.from_base(tiny_config)
+    encoded = model.encode(["当蔚来还在亏损时,比亚迪的月销量翻番。", "没有提到目标的一段话。"], ["比亚迪", "比亚迪"],
+                           [["BYD"], None])
+    marked = [model.tokenizer.convert_ids_to_tokens(ids) for ids in encoded["input_ids"]]
+    first = "".join(t for t, k in zip(marked[0], encoded["target_mask"][0], strict=True) if k)
+    assert "比亚迪" in first.replace("▁", "") and "蔚" not in first
+    segments = encoded.sequence_ids(1)
+    assert encoded["target_mask"][1] == [int(s == 0) for s in segments]
+
+
+def test_target_pooling_changes_what_the_heads_read(tiny_config):
+    torch.manual_seed(0)
+    model = StanceTopicModel.from_base(tiny_config).eval()
+    encoded = model.encode(["蔚来亏损,比亚迪翻番。"] * 2, ["比亚迪", "蔚来"], [None, None])
+    batch = model.pad_batch(encoded["input_ids"], encoded["target_mask"])
+    assert model.stance_head.in_features == 2 * model.encoder.config.hidden_size
+    with torch.no_grad():
+        pooled_target = model(**batch)[0]
+        pooled_all = model(batch["input_ids"], batch["attention_mask"], batch["attention_mask"])[0]
+    assert not torch.allclose(pooled_target, pooled_all)

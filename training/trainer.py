@@ -24,7 +24,7 @@ import torch
 from datasets import Dataset
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from lichang.config import LichangConfig
 from lichang.data import load_records
@@ -62,7 +62,7 @@ def tokenised_dataset(model: StanceTopicModel, records: list[dict]) -> Dataset:
 
     def encode(batch: dict) -> dict:
         encoded = model.encode(batch["text"], batch["brand"], batch["aliases"])
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+        return {"input_ids": encoded["input_ids"], "target_mask": encoded["target_mask"],
                 "length": [len(ids) for ids in encoded["input_ids"]]}
 
     return dataset.map(encode, batched=True, remove_columns=["text", "brand", "aliases"],
@@ -140,7 +140,6 @@ class Trainer:
 
         model = StanceTopicModel.from_base(config).to(device)
         model.known_aliases = brand_aliases(train_records)
-        collate = DataCollatorWithPadding(model.tokenizer)
         stance_weight, topic_weight = class_weights(train_records) if config.class_weighting else (None, None)
         stance_loss = nn.CrossEntropyLoss(weight=None if stance_weight is None else stance_weight.to(device))
         topic_loss = nn.BCEWithLogitsLoss(pos_weight=None if topic_weight is None else topic_weight.to(device))
@@ -168,8 +167,8 @@ class Trainer:
             bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not self.show_progress)
             for indices in bar:
                 rows = train_data.select(indices)
-                batch = collate([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows])
-                stance_logits, topic_logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+                batch = model.pad_batch(rows["input_ids"], rows["target_mask"])
+                stance_logits, topic_logits = model(**{k: v.to(device) for k, v in batch.items()})
                 loss = stance_loss(stance_logits, torch.tensor(rows["stance_label"], device=device))
                 loss = loss + config.topic_loss_weight * topic_loss(
                     topic_logits, torch.tensor(rows["topic_labels"], device=device))
