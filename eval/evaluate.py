@@ -144,6 +144,12 @@ def _memory_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _shown(path: str | Path) -> str:
+    """A path as a reader of the report wants it: relative to the current folder when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else str(path)
+
+
 def evaluate(model_dir: str | Path, data_files: Sequence[str | Path], out_dir: str | Path,
              dev_files: Sequence[str | Path] | None = None, brand: str | None = None, baselines: bool = True,
              settings: EvalSettings | None = None, device: str = "auto",
@@ -182,10 +188,10 @@ def evaluate(model_dir: str | Path, data_files: Sequence[str | Path], out_dir: s
 
     config = model.config
     provenance: dict[str, Any] = {
-        "model": {"dir": str(model_dir), "name": config.name, "version": config.version,
+        "model": {"dir": _shown(model_dir), "name": config.name, "version": config.version,
                   "base_encoder": config.base_encoder, "temperature": model.calibration.temperature,
                   "topic_thresholds": dict(model.calibration.topic_thresholds)},
-        "data": {"files": [str(f) for f in data_files], "brand": brand, "overlap_with_train": overlap},
+        "data": {"files": [_shown(f) for f in data_files], "brand": brand, "overlap_with_train": overlap},
     }
     if setup:
         provenance["baseline_setup"] = setup
