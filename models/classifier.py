@@ -134,13 +134,18 @@ class StanceTopicModel(nn.Module):
         Pooling the whole window alone lets the paragraph's overall tone drown out who it is about; the
         target's own tokens carry what the context says about *it* ("反观苹果,销量下滑" vs 华为).
         """
+        pooled = self.pool(input_ids, attention_mask, target_mask)
+        return self.stance_head(pooled), self.topic_head(pooled)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             target_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The vector the heads read (after dropout)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = _masked_mean(hidden, attention_mask)
         if self.config.target_pooling:
             target = _masked_mean(hidden, attention_mask if target_mask is None else target_mask)
             pooled = torch.cat([pooled, target], dim=-1)
-        pooled = self.dropout(pooled)
-        return self.stance_head(pooled), self.topic_head(pooled)
+        return self.dropout(pooled)
 
     def encode(self, texts: list[str], brands: list[str], aliases: list[list[str] | None],
                overflow: bool = False) -> dict:

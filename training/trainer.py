@@ -29,10 +29,11 @@ from transformers import get_linear_schedule_with_warmup
 from lichang.config import LichangConfig
 from lichang.data import load_records
 from lichang.eval.metrics import stance_metrics, topic_matrix, topic_metrics
-from lichang.models.classifier import Calibration, StanceTopicModel
+from lichang.models.classifier import Calibration, StanceTopicModel, paragraph_segment
 from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
 from lichang.schema import STANCE_INDEX, STANCES, TOPICS
 from lichang.training.augment import augment_epoch, replacement_pool
+from lichang.training.auxiliary import INEWS_CLASSES, load_inews
 from lichang.training.calibration import choose_thresholds, fit_temperature
 
 
@@ -126,6 +127,20 @@ class Trainer:
         self.test_files = test_files or []
         self.show_progress = show_progress
 
+    def _auxiliary_batches(self, model: StanceTopicModel, steps: int,
+                           rng: random.Random) -> dict[int, tuple[dict, torch.Tensor]]:
+        """This epoch's iNews batches, spread evenly over the main steps (step → batch)."""
+        rows = load_inews(self.config.aux_inews, rng)
+        size = self.config.batch_size
+        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+        out = {}
+        for j, chunk in enumerate(chunks):
+            encoded = model.tokenizer([paragraph_segment(text) for text, _ in chunk], truncation=True,
+                                      max_length=128)
+            batch = model.pad_batch(encoded["input_ids"], encoded["attention_mask"])
+            out[j * steps // len(chunks)] = (batch, torch.tensor([label for _, label in chunk]))
+        return out
+
     def run(self, out_dir: str | Path) -> TrainResult:
         started = time.time()
         config = self.config
@@ -144,7 +159,10 @@ class Trainer:
         stance_loss = nn.CrossEntropyLoss(weight=None if stance_weight is None else stance_weight.to(device))
         topic_loss = nn.BCEWithLogitsLoss(pos_weight=None if topic_weight is None else topic_weight.to(device))
 
+        aux_head = nn.Linear(model.stance_head.in_features, INEWS_CLASSES).to(device) if config.aux_inews else None
+        aux_loss = nn.CrossEntropyLoss()
         heads = [p for n, p in model.named_parameters() if n.startswith(("stance_head", "topic_head"))]
+        heads += list(aux_head.parameters()) if aux_head else []
         encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.") and p.requires_grad]
         optimizer = torch.optim.AdamW([
             {"params": encoder, "lr": config.learning_rate},
@@ -164,14 +182,19 @@ class Trainer:
             running, seen = 0.0, 0
             train_data = tokenised_dataset(model, augment_epoch(train_records, config.brand_swap, pool, rng))
             batches = length_grouped_batches(train_data["length"], config.batch_size, rng)
+            aux_at = self._auxiliary_batches(model, len(batches), rng) if aux_head else {}
             bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not self.show_progress)
-            for indices in bar:
+            for step, indices in enumerate(bar):
                 rows = train_data.select(indices)
                 batch = model.pad_batch(rows["input_ids"], rows["target_mask"])
                 stance_logits, topic_logits = model(**{k: v.to(device) for k, v in batch.items()})
                 loss = stance_loss(stance_logits, torch.tensor(rows["stance_label"], device=device))
                 loss = loss + config.topic_loss_weight * topic_loss(
                     topic_logits, torch.tensor(rows["topic_labels"], device=device))
+                if step in aux_at:
+                    aux_batch, aux_labels = aux_at[step]
+                    aux_logits = aux_head(model.pool(**{k: v.to(device) for k, v in aux_batch.items()}))
+                    loss = loss + config.aux_weight * aux_loss(aux_logits, aux_labels.to(device))
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(encoder + heads, 1.0)
