@@ -1,6 +1,8 @@
 """Training and model-folder plumbing on a tiny randomly initialised XLM-R (says nothing about quality)."""
 
+import io
 import json
+import pickle
 import random
 
 import numpy as np
@@ -183,13 +185,13 @@ def test_inews_auxiliary_task_trains_and_is_not_saved(tmp_path, tiny_config):
 
     rows = load_inews(40, random.Random(0))
     assert len(rows) == 40 and {label for _, label in rows} <= {0, 1, 2} and all(text for text, _ in rows)
-    import io
-    import pickle
-
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         _PlainUnpickler(io.BytesIO(pickle.dumps(random.Random))).load()
     tiny_config.aux_inews, tiny_config.epochs = 32, 2
     result = Trainer(tiny_config, show_progress=False).run(tmp_path / "m")
+    # 32 texts in batches of 8 over fewer main steps than that (24 rows, batch 8): every batch still trains
+    assert [h["aux_batches"] for h in result.history] == [4, 4]
+    assert all(h["aux_train_loss"] > 0 for h in result.history)
     saved = StanceTopicModel.from_pretrained(tmp_path / "m")
     assert saved.config.aux_inews == 32
     assert not any("aux" in name for name in saved.trained_state())

