@@ -43,8 +43,17 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
     written = sorted((DATA_DIR / "written").glob("*.jsonl"))
     seeds = sorted((REPO_ROOT / "seeds" / "labeled").glob("*.jsonl"))
-    counts = write_splits(written, seeds, set(args.test_seed), Path(args.out))
+    counts = write_splits(written, seeds, set(args.test_seed), Path(args.out), reshuffle=args.reshuffle)
     print(json.dumps(counts))
+    return 0
+
+
+def cmd_data_agree(args: argparse.Namespace) -> int:
+    from lichang.data import load_records
+    from lichang.eval.agreement import format_agreement, label_agreement
+
+    result = label_agreement(load_records(args.reference), load_records([args.second]))
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else format_agreement(result))
     return 0
 
 
@@ -267,7 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     split = data.add_parser("split", help="rebuild data/splits from data/written and seeds/labeled")
     split.add_argument("--out", default=str(SPLITS_DIR))
     split.add_argument("--test-seed", nargs="+", default=["seed002"], help="seed articles held out for test")
+    split.add_argument("--reshuffle", action="store_true",
+                       help="reassign every article from its hash; by default committed dev/test articles stay "
+                            "where they are and new articles go to train")
     split.set_defaults(handler=cmd_data_split)
+    agree = data.add_parser("agree", help="agreement of a second labeling with the labels it relabels")
+    agree.add_argument("reference", nargs="+", help="labeled JSONL with the first labels (e.g. data/splits/dev.jsonl)")
+    agree.add_argument("--second", required=True, help="labeled JSONL of the same rows by a second labeler")
+    agree.add_argument("--json", action="store_true", help="print the scores as JSON")
+    agree.set_defaults(handler=cmd_data_agree)
 
     train = commands.add_parser("train", help="train a model on labeled JSONL")
     train.add_argument("--out", required=True, help="model folder to write")

@@ -1,8 +1,10 @@
 """Splitting labeled articles into train / dev / test, by article, stratified by industry.
 
-The assignment is a pure function of article ids (a salted hash), so re-running
-it after adding articles moves no existing article between splits unless the
-per-industry quotas change; the splits are committed as data.
+The first assignment is a pure function of article ids (a salted hash). After
+that the committed dev and test splits are frozen: re-running the split keeps
+every article where the committed files put it and sends new articles to train,
+so held-out scores of successive models stay comparable and no test article can
+drift into training. `reshuffle=True` recomputes everything from the hash.
 """
 
 from __future__ import annotations
@@ -24,8 +26,27 @@ def _rank(article_id: str) -> str:
     return hashlib.sha256(f"{SALT}:{article_id}".encode()).hexdigest()
 
 
-def assign_splits(written: list[dict], test_seed_articles: set[str], seed_records: list[dict]) -> dict[str, str]:
-    """article_id → split. Written articles: per industry, the lowest-ranked 18% test, next 12% dev."""
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+
+
+def read_assignment(split_dir: Path) -> dict[str, str]:
+    """article_id → split, as the committed split files have it (empty when there are none)."""
+    assignment: dict[str, str] = {}
+    for split in SPLITS:
+        path = split_dir / f"{split}.jsonl"
+        if path.exists():
+            for record in load_records([path]):
+                assignment[record["article_id"]] = split
+    return assignment
+
+
+def assign_splits(written: list[dict], test_seed_articles: set[str], seed_records: list[dict],
+                  frozen: dict[str, str] | None = None) -> dict[str, str]:
+    """article_id → split. Articles in `frozen` keep their split and new ones go to train; without
+    `frozen`, written articles are ranked per industry: the lowest-ranked 18% test, next 12% dev."""
+    if frozen:
+        return {record["article_id"]: frozen.get(record["article_id"], "train")
+                for record in seed_records + written}
     industry_of: dict[str, str] = {}
     for record in written:
         if not record["id"].endswith("-t2"):
@@ -46,13 +67,14 @@ def assign_splits(written: list[dict], test_seed_articles: set[str], seed_record
 
 
 def write_splits(written_files: list[Path], seed_files: list[Path], test_seed_articles: set[str],
-                 out_dir: Path) -> dict[str, int]:
+                 out_dir: Path, reshuffle: bool = False) -> dict[str, int]:
     written = load_records(written_files, require_order=True)
     seeds = load_records(seed_files, require_order=True)
-    split_of = assign_splits(written, test_seed_articles, seeds)
+    frozen = {} if reshuffle else read_assignment(out_dir)
+    split_of = assign_splits(written, test_seed_articles, seeds, frozen)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    for split in ("train", "dev", "test"):
+    for split in SPLITS:
         rows = [r for r in seeds + written if split_of[r["article_id"]] == split]
         with (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
