@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 
+CAPTION_CREDIT_MAX_CHARS = 8
+
 _BOILERPLATE = [
     re.compile(r"^!\[[^\]]*\]\([^)]*\)$"),  # image placeholder
-    re.compile(r"^(图源|图片来源|图片|来源|摄影|摄|图|圖源|圖片來源|來源)\s*[:：/|丨]"),  # photo credit / source
+    re.compile(r"^(图源|图片来源|来源|摄影|摄|圖源|圖片來源|來源)\s*[:：/|丨]"),  # photo credit / source
+    # "图:视觉中国" is a credit; "图:排队签到的车主" is a caption with content of its own (LABELS.md "Unit")
+    re.compile(rf"^(图片|图|圖片|圖)\s*[:：/|丨]\s*\S.{{0,{CAPTION_CREDIT_MAX_CHARS - 1}}}$"),
     re.compile(r"^(作者|编辑|責編|责编|编者|撰文|出品|文|记者|記者|作者丨|主编)\s*[/／:：|丨]"),  # byline
     re.compile(r"^(出品|作者|编辑)\s*[/／:：|丨].*(作者|编辑)\s*[/／:：|丨]"),
     re.compile(r"^[(（]?\d{1,2}[)）]?[.、．]?$"),  # bare section number "01."
