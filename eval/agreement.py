@@ -20,13 +20,23 @@ class AgreementError(ValueError):
 
 def label_agreement(reference: Sequence[dict], second: Sequence[dict]) -> dict:
     """Scores of `second` against `reference` on the rows `second` labels (matched by id)."""
+    if not second:
+        raise AgreementError("the second labeling has no rows")
+    for name, records in (("reference", reference), ("second labeling", second)):
+        ids = [record["id"] for record in records]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise AgreementError(f"the {name} repeats id(s) {', '.join(repeated[:5])}")
     by_id = {record["id"]: record for record in reference}
     missing = [record["id"] for record in second if record["id"] not in by_id]
     if missing:
         raise AgreementError(f"{len(missing)} row(s) of the second labeling are not in the reference, "
-                             f"e.g. {', '.join(missing[:5])}")
-    if not second:
-        raise AgreementError("the second labeling has no rows")
+                             f"e.g. {', '.join(missing[:5])}; pass the labeled file(s) that hold them")
+    changed = [record["id"] for record in second
+               if (record["text"], record["brand"]) != (by_id[record["id"]]["text"], by_id[record["id"]]["brand"])]
+    if changed:
+        raise AgreementError(f"{len(changed)} row(s) have another text or brand in the reference, "
+                             f"e.g. {', '.join(changed[:5])}; the two labelings must label the same paragraphs")
     first = [by_id[record["id"]] for record in second]
     true_stance = [r["stance"] for r in first]
     other_stance = [r["stance"] for r in second]
@@ -46,24 +56,28 @@ def label_agreement(reference: Sequence[dict], second: Sequence[dict]) -> dict:
     }
 
 
-def _kappa(first: Sequence, second: Sequence) -> float:
-    """Cohen's kappa; 1.0 when both sides use one identical label (sklearn returns NaN there)."""
+def _kappa(first: Sequence, second: Sequence) -> float | None:
+    """Cohen's kappa; None when both sides use one and the same label throughout (kappa is undefined)."""
     if len(set(first) | set(second)) == 1:
-        return 1.0
+        return None
     return float(cohen_kappa_score(first, second))
+
+
+def _shown(kappa: float | None) -> str:
+    return "n/a (one label only)" if kappa is None else f"{kappa:.3f}"
 
 
 def format_agreement(result: dict) -> str:
     stance, topics = result["stance"], result["topics"]
     lines = [
-        f"{result['n_rows']} rows in {result['n_articles']} articles labeled twice",
-        f"stance: agreement {stance['accuracy']:.3f}, Cohen's kappa {stance['kappa']:.3f}, "
+        f"{result['n_rows']} rows in {result['n_articles']} article(s) labeled twice",
+        f"stance: agreement {stance['accuracy']:.3f}, Cohen's kappa {_shown(stance['kappa'])}, "
         f"macro-F1 of the second labeling against the first {stance['macro_f1']:.3f}",
         "stance confusion (rows: first labeling, columns: second): " + ", ".join(STANCES),
         *(f"  {label:<9} {row}" for label, row in zip(STANCES, stance["confusion"], strict=True)),
         f"topics: micro-F1 {topics['micro_f1']:.3f}, macro-F1 {topics['macro_f1']:.3f}, "
         f"identical topic sets {topics['exact_set_match']:.3f}",
-        *(f"  {topic:<15} F1 {scores['f1']:.3f}  kappa {scores['kappa']:.3f}  "
+        *(f"  {topic:<15} F1 {scores['f1']:.3f}  kappa {_shown(scores['kappa'])}  "
           f"(first {scores['support']})" for topic, scores in topics["per_label"].items()),
     ]
     return "\n".join(lines)

@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_data_check)
     split = data.add_parser("split", help="rebuild data/splits from data/written and seeds/labeled")
     split.add_argument("--out", default=str(SPLITS_DIR))
-    split.add_argument("--test-seed", nargs="+", default=["seed002"], help="seed articles held out for test")
+    split.add_argument("--test-seed", nargs="+", default=["seed002"],
+                       help="seed articles held out for test (with frozen splits: only new ones)")
     split.add_argument("--reshuffle", action="store_true",
                        help="reassign every article from its hash; by default committed dev/test articles stay "
                             "where they are and new articles go to train")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 
-CAPTION_CREDIT_MAX_CHARS = 8
+# A "图:" line is a photo credit when what follows is this short, names an agency or ends in 摄/供图.
+PHOTO_CREDIT_MAX_CHARS = 4
+_CREDIT_WORDS = (r"(视觉中国|視覺中國|东方IC|東方IC|Getty|IC ?photo|新华社|新華社|图虫|圖蟲|网络|網絡|网图|"
+                 r"受访者|受訪者|资料图|資料圖)")
+_PHOTO_CREDIT = rf"(\S.{{0,{PHOTO_CREDIT_MAX_CHARS - 1}}}|{_CREDIT_WORDS}.*|.*(供图|供圖|摄|攝))?"
 
 _BOILERPLATE = [
     re.compile(r"^!\[[^\]]*\]\([^)]*\)$"),  # image placeholder
     re.compile(r"^(图源|图片来源|来源|摄影|摄|圖源|圖片來源|來源)\s*[:：/|丨]"),  # photo credit / source
-    # "图:视觉中国" is a credit; "图:排队签到的车主" is a caption with content of its own (LABELS.md "Unit")
-    re.compile(rf"^(图片|图|圖片|圖)\s*[:：/|丨]\s*\S.{{0,{CAPTION_CREDIT_MAX_CHARS - 1}}}$"),
+    # "图:视觉中国" is a credit; "图:试驾日排队签到的车主" is a caption with content (LABELS.md "Unit")
+    re.compile(rf"^(图片|图|圖片|圖)\s*[:：/|丨]\s*{_PHOTO_CREDIT}$"),
     re.compile(r"^(作者|编辑|責編|责编|编者|撰文|出品|文|记者|記者|作者丨|主编)\s*[/／:：|丨]"),  # byline
     re.compile(r"^(出品|作者|编辑)\s*[/／:：|丨].*(作者|编辑)\s*[/／:：|丨]"),
     re.compile(r"^[(（]?\d{1,2}[)）]?[.、．]?$"),  # bare section number "01."

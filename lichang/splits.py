@@ -29,23 +29,46 @@ def _rank(article_id: str) -> str:
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
 
+class SplitError(ValueError):
+    """The committed split files contradict each other or are incomplete."""
+
+
 def read_assignment(split_dir: Path) -> dict[str, str]:
-    """article_id → split, as the committed split files have it (empty when there are none)."""
+    """article_id → split, as the committed split files have it (empty when there are none).
+
+    Only `article_id` is read, so labels can be fixed in data/written and the split rebuilt even when
+    the committed files still hold the old labels."""
+    present = [split for split in SPLITS if (split_dir / f"{split}.jsonl").exists()]
+    if not present:
+        return {}
+    if len(present) < len(SPLITS):
+        missing = ", ".join(f"{split}.jsonl" for split in SPLITS if split not in present)
+        raise SplitError(f"{split_dir} has {', '.join(f'{p}.jsonl' for p in present)} but not {missing}; "
+                         "restore the missing files (git checkout) or pass --reshuffle to start new splits")
     assignment: dict[str, str] = {}
     for split in SPLITS:
         path = split_dir / f"{split}.jsonl"
-        if path.exists():
-            for record in load_records([path]):
-                assignment[record["article_id"]] = split
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                article = json.loads(line)["article_id"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise SplitError(f"{path}:{number}: no article_id ({exc})") from exc
+            if assignment.setdefault(article, split) != split:
+                raise SplitError(f"article {article} is in both {assignment[article]}.jsonl and {split}.jsonl "
+                                 f"({path}:{number}); move all its rows to one split by hand")
     return assignment
 
 
 def assign_splits(written: list[dict], test_seed_articles: set[str], seed_records: list[dict],
                   frozen: dict[str, str] | None = None) -> dict[str, str]:
-    """article_id → split. Articles in `frozen` keep their split and new ones go to train; without
-    `frozen`, written articles are ranked per industry: the lowest-ranked 18% test, next 12% dev."""
+    """article_id → split. Articles in `frozen` keep their split; a new article goes to test when it is
+    one of `test_seed_articles` and to train otherwise. Without `frozen`, written articles are ranked per
+    industry: the lowest-ranked 18% test, next 12% dev."""
     if frozen:
-        return {record["article_id"]: frozen.get(record["article_id"], "train")
+        return {record["article_id"]: frozen.get(record["article_id"],
+                                                 "test" if record["article_id"] in test_seed_articles else "train")
                 for record in seed_records + written}
     industry_of: dict[str, str] = {}
     for record in written:

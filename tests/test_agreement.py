@@ -29,7 +29,7 @@ def test_agreement_figures_match_the_hand_worked_values():
     assert result["topics"]["micro_f1"] == pytest.approx(6 / 7)
     assert result["topics"]["exact_set_match"] == pytest.approx(0.75)
     assert result["topics"]["per_label"]["legal"]["kappa"] == pytest.approx(1.0)
-    assert result["topics"]["per_label"]["user_community"]["kappa"] == pytest.approx(1.0)  # never used by either
+    assert result["topics"]["per_label"]["user_community"]["kappa"] is None  # used by neither: undefined
 
 
 def test_a_second_labeling_of_rows_the_reference_lacks_is_refused():
@@ -39,6 +39,11 @@ def test_a_second_labeling_of_rows_the_reference_lacks_is_refused():
         label_agreement(FIRST, stray)
     with pytest.raises(AgreementError, match="no rows"):
         label_agreement(FIRST, [])
+    with pytest.raises(AgreementError, match="repeats id"):
+        label_agreement(FIRST, [SECOND[0], SECOND[0]])
+    moved = [dict(SECOND[0], text="另一段话")]
+    with pytest.raises(AgreementError, match="another text or brand"):
+        label_agreement(FIRST, moved)
 
 
 def test_the_cli_prints_the_figures_and_json(tmp_path, capsys):
@@ -46,7 +51,7 @@ def test_the_cli_prints_the_figures_and_json(tmp_path, capsys):
     second = write_jsonl(tmp_path / "second.jsonl", [json.dumps(r, ensure_ascii=False) for r in SECOND])
     assert main(["data", "agree", str(first), "--second", str(second)]) == 0
     out = capsys.readouterr().out
-    assert "4 rows in 1 articles labeled twice" in out and "kappa 0.636" in out
+    assert "4 rows in 1 article(s) labeled twice" in out and "kappa 0.636" in out and "n/a (one label only)" in out
     assert main(["data", "agree", str(first), "--second", str(second), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["stance"]["accuracy"] == pytest.approx(0.75)
     bad = write_jsonl(tmp_path / "bad.jsonl", ['{"id": "a1-p000", "stance": "positive"}'])

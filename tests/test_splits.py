@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from lichang.config import DATA_DIR, REPO_ROOT
-from lichang.splits import read_assignment, write_splits
+from lichang.splits import SplitError, read_assignment, write_splits
 
 
 def write_articles(path: Path, industry: str, articles: list[str]) -> Path:
@@ -63,3 +65,32 @@ def test_committed_splits_are_what_lichang_data_split_builds_from_the_labeled_fi
                  sorted((REPO_ROOT / "seeds" / "labeled").glob("*.jsonl")), {"seed002"}, rebuilt)
     for split in ("train", "dev", "test"):
         assert (rebuilt / f"{split}.jsonl").read_bytes() == (committed / f"{split}.jsonl").read_bytes(), split
+
+
+def test_a_new_test_seed_goes_to_test_when_the_splits_are_frozen(tmp_path):
+    out = tmp_path / "splits"
+    cars = write_articles(tmp_path / "cars.jsonl", "cars", [f"car-{i:03d}" for i in range(10)])
+    write_splits([cars], [], set(), out)
+    seeds = [write_articles(tmp_path / "seed.jsonl", "cars", ["seed000", "seed001"])]
+    write_splits([cars], seeds, {"seed001"}, out)
+    assignment = read_assignment(out)
+    assert assignment["seed001"] == "test" and assignment["seed000"] == "train"
+
+
+def test_split_files_that_contradict_each_other_or_are_incomplete_are_refused(tmp_path):
+    out = tmp_path / "splits"
+    cars = write_articles(tmp_path / "cars.jsonl", "cars", [f"car-{i:03d}" for i in range(10)])
+    write_splits([cars], [], set(), out)
+    dev_line = (out / "dev.jsonl").read_text(encoding="utf-8").splitlines()[0]
+    article = json.loads(dev_line)["article_id"]
+    with (out / "test.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(dev_line + "\n")
+    with pytest.raises(SplitError, match=f"article {article} is in both dev.jsonl and test.jsonl"):
+        write_splits([cars], [], set(), out)
+    (out / "test.jsonl").unlink()
+    with pytest.raises(SplitError, match="but not test.jsonl"):
+        write_splits([cars], [], set(), out)
+    (out / "train.jsonl").write_text("not json\n", encoding="utf-8")
+    (out / "test.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(SplitError, match="train.jsonl:1: no article_id"):
+        read_assignment(out)
