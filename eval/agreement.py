@@ -6,6 +6,7 @@ the labels are, and so roughly how high any model can score against them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
@@ -23,8 +24,7 @@ def label_agreement(reference: Sequence[dict], second: Sequence[dict]) -> dict:
     if not second:
         raise AgreementError("the second labeling has no rows")
     for name, records in (("reference", reference), ("second labeling", second)):
-        ids = [record["id"] for record in records]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        repeated = sorted(i for i, n in Counter(record["id"] for record in records).items() if n > 1)
         if repeated:
             raise AgreementError(f"the {name} repeats id(s) {', '.join(repeated[:5])}")
     by_id = {record["id"]: record for record in reference}
@@ -63,7 +63,7 @@ def _kappa(first: Sequence, second: Sequence) -> float | None:
     return float(cohen_kappa_score(first, second))
 
 
-def _shown(kappa: float | None) -> str:
+def _kappa_text(kappa: float | None) -> str:
     return "n/a (one label only)" if kappa is None else f"{kappa:.3f}"
 
 
@@ -71,13 +71,13 @@ def format_agreement(result: dict) -> str:
     stance, topics = result["stance"], result["topics"]
     lines = [
         f"{result['n_rows']} rows in {result['n_articles']} article(s) labeled twice",
-        f"stance: agreement {stance['accuracy']:.3f}, Cohen's kappa {_shown(stance['kappa'])}, "
+        f"stance: agreement {stance['accuracy']:.3f}, Cohen's kappa {_kappa_text(stance['kappa'])}, "
         f"macro-F1 of the second labeling against the first {stance['macro_f1']:.3f}",
         "stance confusion (rows: first labeling, columns: second): " + ", ".join(STANCES),
         *(f"  {label:<9} {row}" for label, row in zip(STANCES, stance["confusion"], strict=True)),
         f"topics: micro-F1 {topics['micro_f1']:.3f}, macro-F1 {topics['macro_f1']:.3f}, "
         f"identical topic sets {topics['exact_set_match']:.3f}",
-        *(f"  {topic:<15} F1 {scores['f1']:.3f}  kappa {_shown(scores['kappa'])}  "
+        *(f"  {topic:<15} F1 {scores['f1']:.3f}  kappa {_kappa_text(scores['kappa'])}  "
           f"(first {scores['support']})" for topic, scores in topics["per_label"].items()),
     ]
     return "\n".join(lines)

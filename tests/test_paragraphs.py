@@ -28,8 +28,8 @@ def test_content_lines_are_not_boilerplate():
 def test_every_labeled_line_the_service_treats_as_boilerplate_is_labeled_neutral_without_topic():
     """The service gives boilerplate no weight; a content line caught by the patterns would lose its label."""
     files = sorted((DATA_DIR / "written").glob("*.jsonl")) + sorted((REPO_ROOT / "seeds" / "labeled").glob("*.jsonl"))
-    caught = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines()
-              if is_boilerplate(json.loads(line)["text"])]
+    records = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines()]
+    caught = [r for r in records if is_boilerplate(r["text"])]
     assert len(caught) > 500  # 558 on 2026-12-01
     wrong = [(r["id"], r["stance"], r["topics"]) for r in caught if r["stance"] != "neutral" or r["topics"]]
     assert wrong == []
