@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import write_jsonl
 
-from lichang.config import LichangConfig
+from lichang.config import REPO_ROOT, LichangConfig
 from lichang.models.classifier import ModelLoadError, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer
 from lichang.training.augment import INVENTED_BRANDS, augment_epoch, replacement_pool, swap_target
@@ -197,3 +197,13 @@ def test_inews_auxiliary_task_trains_and_is_not_saved(tmp_path, tiny_config):
     assert not any("aux" in name for name in saved.trained_state())
     card = write_model_card(tmp_path / "m", tiny_config, result).read_text(encoding="utf-8")
     assert "iNews sentiment task, 32 texts per epoch" in card and "License: Private" in card
+
+
+def test_recipe_files_load_and_quick_recipe_does_less_work():
+    """`training/recipes/*.json` are `--config` files; the quick one must stay cheaper than the default."""
+    recipes = sorted((REPO_ROOT / "training" / "recipes").glob("*.json"))
+    assert [r.name for r in recipes] == ["quick.json"]
+    quick, default = LichangConfig.from_file(recipes[0]), LichangConfig()
+    assert quick.epochs < default.epochs
+    assert quick.trainable_layers < default.trainable_layers
+    assert {k for k, v in quick.to_dict().items() if v != default.to_dict()[k]} == {"epochs", "trainable_layers"}
