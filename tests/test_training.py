@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import write_jsonl
 
+from lichang.cli import main
 from lichang.config import REPO_ROOT, LichangConfig
 from lichang.models.classifier import ModelLoadError, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer
@@ -199,11 +200,19 @@ def test_inews_auxiliary_task_trains_and_is_not_saved(tmp_path, tiny_config):
     assert "iNews sentiment task, 32 texts per epoch" in card and "License: Private" in card
 
 
-def test_recipe_files_load_and_quick_recipe_does_less_work():
-    """`training/recipes/*.json` are `--config` files; the quick one must stay cheaper than the default."""
+def test_quick_recipe_does_less_work_and_lichang_train_follows_it(tmp_path, tiny_encoder_dir):
+    """`training/recipes/quick.json` is a `--config` file; it must stay cheaper than the default and be obeyed."""
     recipes = sorted((REPO_ROOT / "training" / "recipes").glob("*.json"))
     assert [r.name for r in recipes] == ["quick.json"]
     quick, default = LichangConfig.from_file(recipes[0]), LichangConfig()
     assert quick.epochs < default.epochs
     assert quick.trainable_layers < default.trainable_layers
     assert {k for k, v in quick.to_dict().items() if v != default.to_dict()[k]} == {"epochs", "trainable_layers"}
+
+    out = tmp_path / "quick"
+    assert main(["train", "--config", str(recipes[0]), "--base-encoder", str(tiny_encoder_dir),
+                 "--train", str(corpus(tmp_path / "train.jsonl")), "--dev", str(corpus(tmp_path / "dev.jsonl", 1)),
+                 "--test", "", "--out", str(out)]) == 0
+    saved = json.loads((out / "lichang.json").read_text(encoding="utf-8"))["config"]
+    assert (saved["epochs"], saved["trainable_layers"]) == (quick.epochs, quick.trainable_layers)
+    assert len(json.loads((out / "metrics.json").read_text(encoding="utf-8"))["history"]) == quick.epochs
