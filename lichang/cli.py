@@ -23,9 +23,12 @@ def _quiet_transformers() -> None:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from lichang.data import check_files, count_table
+    from lichang.config import SPLITS_DIR
+    from lichang.data import check_files, check_held_out, count_table, read_records
 
     result = check_files(args.files)
+    held_out = [path for path in (SPLITS_DIR / "dev.jsonl", SPLITS_DIR / "test.jsonl") if path.is_file()]
+    check_held_out(result, read_records(held_out).records)
     if result.records:
         print(count_table(result))
     if result.issues:

@@ -153,6 +153,68 @@ def check_article_order(result: CheckResult) -> None:
                 result.issues.append(Issue(source, 0, problem))
 
 
+# A training row "repeats" a held-out row when one's text holds the other's whole and the held part is
+# at least this long and at least half of the holder (punctuation and spaces ignored), or when they share
+# most of a longer paragraph's 4-character pieces.
+REPEAT_MIN_CHARS = 8
+REPEAT_SHARE = 0.8
+REPEAT_SHARE_MIN_PIECES = 15
+_NOT_TEXT = re.compile(r"[\s\W_]+")
+
+
+def _normalised(text: str) -> str:
+    return _NOT_TEXT.sub("", text).lower()
+
+
+def _pieces(text: str) -> set[str]:
+    return {text[i : i + 4] for i in range(len(text) - 3)}
+
+
+def held_out_repeats(rows: Sequence[dict[str, Any]], held_out: Sequence[dict[str, Any]]) -> list[tuple[dict, dict]]:
+    """(row, held-out row) pairs where a row repeats a dev or test paragraph, word for word or nearly.
+
+    Training on such a row leaks the held-out split (briefs that quote dev errors as examples did
+    this once). Boilerplate (bylines, credits, disclaimers) and rows of the same article are exempt."""
+    from lichang.paragraphs import is_boilerplate
+
+    def usable(record: dict[str, Any]) -> str | None:
+        text = _normalised(record["text"])
+        boilerplate = is_boilerplate(record["text"]) or is_boilerplate(text)
+        return text if len(text) >= REPEAT_MIN_CHARS and not boilerplate else None
+
+    targets = [(record, text, _pieces(text)) for record in held_out if (text := usable(record))]
+    by_piece: dict[str, list[int]] = defaultdict(list)
+    for index, (_, _, pieces) in enumerate(targets):
+        for piece in pieces:
+            by_piece[piece].append(index)
+    found = []
+    for row in rows:
+        text = usable(row)
+        if text is None:
+            continue
+        pieces = _pieces(text)
+        shared = Counter(i for piece in pieces for i in by_piece.get(piece, ()))
+        for index, count in shared.items():
+            other, other_text, other_pieces = targets[index]
+            if other["article_id"] == row["article_id"]:
+                continue
+            short, long = sorted((text, other_text), key=len)
+            contained = short in long and 2 * len(short) >= len(long)
+            smaller = min(len(pieces), len(other_pieces))
+            if contained or (smaller >= REPEAT_SHARE_MIN_PIECES and count / smaller >= REPEAT_SHARE):
+                found.append((row, other))
+    return found
+
+
+def check_held_out(result: CheckResult, held_out: Sequence[dict[str, Any]]) -> None:
+    """Report each checked row that repeats a held-out row (see `held_out_repeats`)."""
+    source_of = {id(record): source for record, source in zip(result.records, result.sources, strict=True)}
+    for row, other in held_out_repeats(result.records, held_out):
+        problem = (f"{row['id']!r} repeats held-out paragraph {other['id']!r} ({other['text'][:30]!r}); "
+                   "training on it would leak dev/test: rewrite it in new words")
+        result.issues.append(Issue(source_of[id(row)], 0, problem))
+
+
 def check_files(paths: Sequence[str | Path]) -> CheckResult:
     result = read_records(paths)
     check_article_order(result)

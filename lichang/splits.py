@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from lichang.data import load_records
+from lichang.data import held_out_repeats, load_records
 
 TEST_SHARE = 0.18
 DEV_SHARE = 0.12
@@ -95,10 +95,15 @@ def write_splits(written_files: list[Path], seed_files: list[Path], test_seed_ar
     seeds = load_records(seed_files, require_order=True)
     frozen = {} if reshuffle else read_assignment(out_dir)
     split_of = assign_splits(written, test_seed_articles, seeds, frozen)
+    rows_in = {split: [r for r in seeds + written if split_of[r["article_id"]] == split] for split in SPLITS}
+    repeats = held_out_repeats(rows_in["train"], rows_in["dev"] + rows_in["test"])
+    if repeats:
+        listed = "; ".join(f"{row['id']} repeats {other['id']}" for row, other in repeats[:10])
+        raise SplitError(f"{len(repeats)} training row(s) repeat a dev or test paragraph ({listed}); "
+                         "rewrite them in new words so the held-out splits stay unseen")
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    for split in SPLITS:
-        rows = [r for r in seeds + written if split_of[r["article_id"]] == split]
+    for split, rows in rows_in.items():
         with (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")

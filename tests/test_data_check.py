@@ -4,7 +4,8 @@ import pytest
 from conftest import write_jsonl
 
 from lichang.cli import main
-from lichang.data import check_files
+from lichang.config import SPLITS_DIR
+from lichang.data import check_files, load_records
 
 
 def row(article="a1", index=0, **overrides):
@@ -72,3 +73,18 @@ def test_second_target_rows_must_copy_their_paragraph(tmp_path):
 def test_missing_file_is_an_error(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "nope.jsonl")]) == 1
     assert "file not found" in capsys.readouterr().err
+
+
+def test_a_row_that_repeats_a_held_out_paragraph_is_reported(tmp_path, capsys):
+    """Briefs that quoted dev paragraphs as examples once leaked them into train; check must catch it."""
+    dev = next(r for r in load_records([SPLITS_DIR / "dev.jsonl"]) if len(r["text"]) >= 40)
+    nearly = dev["text"][:-6] + "(记者补充)" + dev["text"][-6:]
+    path = write_jsonl(tmp_path / "new.jsonl", [
+        row(index=0, text="据说:" + dev["text"]),  # holds the whole dev paragraph
+        row(index=1, text=nearly),  # the same paragraph with a few words added
+        row(index=2, text=dev["text"][:8] + "——这一句只是借了开头几个字,后面说的是另一回事,不算重复。"),
+    ])
+    assert main(["data", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"repeats held-out paragraph {dev['id']!r}") == 2
+    assert "a1-p000" in err and "a1-p001" in err and "a1-p002" not in err

@@ -94,3 +94,18 @@ def test_split_files_that_contradict_each_other_or_are_incomplete_are_refused(tm
     (out / "test.jsonl").write_text("", encoding="utf-8")
     with pytest.raises(SplitError, match="train.jsonl:1: no article_id"):
         read_assignment(out)
+
+
+def test_a_new_article_that_repeats_a_dev_or_test_paragraph_is_refused(tmp_path):
+    out = tmp_path / "splits"
+    cars = write_articles(tmp_path / "cars.jsonl", "cars", [f"car-{i:03d}" for i in range(10)])
+    write_splits([cars], [], set(), out)
+    held = json.loads((out / "dev.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    copy = json.loads(json.dumps(held))
+    copy.update(id="copy-001-p000", article_id="copy-001", text="转载:" + held["text"] + "。")
+    leak = tmp_path / "leak.jsonl"
+    leak.write_text(json.dumps(copy, ensure_ascii=False) + "\n", encoding="utf-8")
+    before = (out / "train.jsonl").read_bytes()
+    with pytest.raises(SplitError, match=f"copy-001-p000 repeats {held['id']}"):
+        write_splits([cars, leak], [], set(), out)
+    assert (out / "train.jsonl").read_bytes() == before  # nothing written
