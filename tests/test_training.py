@@ -1,5 +1,6 @@
 """Training and model-folder plumbing on a tiny randomly initialised XLM-R (says nothing about quality)."""
 
+import hashlib
 import io
 import json
 import pickle
@@ -216,3 +217,7 @@ def test_quick_recipe_does_less_work_and_lichang_train_follows_it(tmp_path, tiny
     saved = json.loads((out / "lichang.json").read_text(encoding="utf-8"))["config"]
     assert (saved["epochs"], saved["trainable_layers"]) == (quick.epochs, quick.trainable_layers)
     assert len(json.loads((out / "metrics.json").read_text(encoding="utf-8"))["history"]) == quick.epochs
+    # the model card pins the exact training file, so the model can be traced to its data
+    train_hash = hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()[:12]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert f"train.jsonl (sha256 {train_hash})" in card and "repository commit: `" in card

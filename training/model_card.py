@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,8 +19,8 @@ from lichang.training.auxiliary import LICENCE_CAVEAT
 def _describe(files: list[str]) -> str:
     records = load_records(files)
     stances = Counter(r["stance"] for r in records)
-    shown = [str(Path(f).resolve().relative_to(REPO_ROOT)) if Path(f).resolve().is_relative_to(REPO_ROOT) else f
-             for f in files]
+    shown = [(str(Path(f).resolve().relative_to(REPO_ROOT)) if Path(f).resolve().is_relative_to(REPO_ROOT) else f)
+             + f" (sha256 {hashlib.sha256(Path(f).read_bytes()).hexdigest()[:12]})" for f in files]
     return (f"{', '.join(shown)}: {len(records)} paragraphs, {len({r['article_id'] for r in records})} articles, "
             f"{len({r['brand'] for r in records})} brands; stance "
             + ", ".join(f"{s} {stances[s]}" for s in STANCES))
@@ -34,6 +36,19 @@ def _scores_table(scores: dict) -> str:
               f"| topic macro-F1 | {scores['topics']['macro_f1']:.3f} |"]
     lines += [f"| topic F1 `{t}` | {scores['topics']['per_label'][t]['f1']:.3f} |" for t in TOPICS]
     return "\n".join(lines)
+
+
+def data_commit() -> str:
+    """The repository commit the data came from, so a reader can check out the exact files."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "data", "seeds")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"`{commit}`" + (" with uncommitted changes under data/ or seeds/" if dirty else "")
 
 
 def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
@@ -82,6 +97,7 @@ Labels follow `LABELS.md` (see `docs/labeling.md` in the repository).
 
 ## Data
 
+- repository commit: {data_commit()} (the sha256 of each file below identifies it exactly)
 - train: {_describe(config.train_files)}
 - dev: {_describe(config.dev_files)}
 
