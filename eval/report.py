@@ -260,7 +260,23 @@ def _breakdowns(records: Sequence[dict], predictions: Predictions) -> dict:
         "by_article": articles,
         "article_net_stance_mae": float(np.abs(errors).mean()),
         "article_net_stance_correlation": correlation,
+        "two_brand_pairs": two_brand_pairs(records, predictions.stances),
     }
+
+
+def two_brand_pairs(records: Sequence[dict], predicted: list[str]) -> dict:
+    """How well the model reads the target where it matters most: a paragraph labeled for two brands
+    (`<id>` and `<id>-t2`) with different stances. Both right means it told the brands apart."""
+    index = {r["id"]: k for k, r in enumerate(records)}
+    pairs = [(index[r["id"][: -len("-t2")]], k) for k, r in enumerate(records)
+             if r["id"].endswith("-t2") and r["id"][: -len("-t2")] in index]
+    opposed = [(a, b) for a, b in pairs if records[a]["stance"] != records[b]["stance"]]
+    both_right = sum(predicted[a] == records[a]["stance"] and predicted[b] == records[b]["stance"]
+                     for a, b in opposed)
+    told_apart = sum(predicted[a] != predicted[b] for a, b in opposed)
+    return {"pairs": len(pairs), "pairs_with_different_stances": len(opposed),
+            "both_right": both_right, "predicted_different": told_apart,
+            "both_right_share": both_right / len(opposed) if opposed else None}
 
 
 def article_breakdown(records: Sequence[dict], predictions: Predictions) -> list[dict]:
@@ -501,6 +517,13 @@ def report_sections(metrics: dict) -> list[Section]:
              f"correlation labeled vs predicted: {_number(breakdowns['article_net_stance_correlation'])}."]
     if not breakdowns["by_genre"]:
         notes.append("Genre is not recorded in this data, so there is no genre breakdown.")
+    pairs = breakdowns["two_brand_pairs"]
+    if pairs["pairs_with_different_stances"]:
+        notes.append("Paragraphs labeled for two brands with different stances: "
+                     f"{pairs['pairs_with_different_stances']} (of {pairs['pairs']} two-brand paragraphs). "
+                     "The model gets both stances right in "
+                     f"{pairs['both_right']} ({_number(pairs['both_right_share'], 2)}) and gives the two brands "
+                     f"different stances in {pairs['predicted_different']}.")
     sections.append(Section("Breakdowns", notes, tables, ["net_stance"]))
 
     errors = metrics["errors"]

@@ -19,7 +19,7 @@ _BOILERPLATE = [
     re.compile(r"^(出品|作者|编辑)\s*[/／:：|丨].*(作者|编辑)\s*[/／:：|丨]"),
     re.compile(r"^[(（]?\d{1,2}[)）]?[.、．]?$"),  # bare section number "01."
     re.compile(r"^(Part|PART)\s*\d+$"),
-    re.compile(r"^(本报|本報)?(记者|記者)\s*\S{2,4}(\s*\S{2,3}(报道|報道))?$"),  # reporter line
+    re.compile(r"^(本报|本報)?(记者|記者)\s*\S{2,4}(\s*[/／]?\s*\S{2,3}(报道|報道|報導|报导))?$"),  # reporter line
     re.compile(r"^\S{2,3}(报道|報道)\s*(记者|記者)\s*\S{2,4}$"),
     re.compile(r"^(#[^#\s]+#?\s*)+$"),  # hashtag-only line
     re.compile(r"^[(（](作者|编辑|編輯|责编)[^)）]*[)）]$"),  # "(作者系…,仅代表个人观点)"

@@ -22,6 +22,7 @@ from lichang.eval.report import (
     length_bucket,
     render_html,
     render_markdown,
+    two_brand_pairs,
 )
 from lichang.schema import STANCES, TOPICS
 
@@ -366,3 +367,18 @@ def test_brand_missing_from_the_data_is_an_error(tmp_path, capsys):
     assert code == 2
     assert "'特斯拉' is not in" in error and "比亚迪 (4)" in error
     assert not (tmp_path / "o").exists()
+
+
+def test_two_brand_pairs_count_how_often_the_model_tells_the_brands_apart(hand_metrics):
+    def row(rid, brand, stance):
+        return {"id": rid, "article_id": "x", "brand": brand, "text": "华为卖得火爆,反观苹果销量下滑", "stance": stance}
+
+    records = [row("x-p0", "华为", "praise"), row("x-p0-t2", "苹果", "critique"),  # told apart, both right
+               row("x-p1", "华为", "praise"), row("x-p1-t2", "苹果", "critique"),  # same stance for both
+               row("x-p2", "华为", "praise"), row("x-p2-t2", "苹果", "praise"),  # same labels: not counted
+               row("x-p3", "华为", "critique"), row("x-p3-t2", "苹果", "praise")]  # apart, both wrong
+    predicted = ["praise", "critique", "praise", "praise", "praise", "praise", "praise", "critique"]
+    assert two_brand_pairs(records, predicted) == {
+        "pairs": 4, "pairs_with_different_stances": 3, "both_right": 1, "predicted_different": 2,
+        "both_right_share": 1 / 3}
+    assert hand_metrics["breakdowns"]["two_brand_pairs"]["pairs"] == 0  # the hand-made set has no -t2 rows

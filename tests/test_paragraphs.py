@@ -12,7 +12,8 @@ def test_paragraphs_are_trimmed_non_empty_lines():
 
 def test_boilerplate_examples_from_labels_md():
     for line in ["![]()", "![图片](http://x/y.png)", "图源:微博", "作者 / 魏力", "01.", "扫一扫关注微信",
-                 "回复电商领取资料", "本报记者 周启航 杭州报道", "#小米汽车 #SU7", "图:视觉中国", "图片 | 网络",
+                 "回复电商领取资料", "本报记者 周启航 杭州报道", "記者林怡君/台北報導", "#小米汽车 #SU7",
+                 "图:视觉中国", "图片 | 网络",
                  "图:视觉中国/Getty Images", "图:新华社记者 李某 摄", "图 | 受访者供图", "图:", "图:张三"]:
         assert is_boilerplate(line), line
 

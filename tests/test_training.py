@@ -220,4 +220,4 @@ def test_quick_recipe_does_less_work_and_lichang_train_follows_it(tmp_path, tiny
     # the model card pins the exact training file, so the model can be traced to its data
     train_hash = hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()[:12]
     card = (out / "README.md").read_text(encoding="utf-8")
-    assert f"train.jsonl (sha256 {train_hash})" in card and "repository commit: `" in card
+    assert f"train.jsonl (sha256 {train_hash})" in card and "repository commit when training started: `" in card

@@ -97,7 +97,8 @@ Labels follow `LABELS.md` (see `docs/labeling.md` in the repository).
 
 ## Data
 
-- repository commit: {data_commit()} (the sha256 of each file below identifies it exactly)
+- repository commit when training started: {metrics.get("data_commit") or data_commit()} (the sha256 of each
+  file below identifies it exactly)
 - train: {_describe(config.train_files)}
 - dev: {_describe(config.dev_files)}
 
