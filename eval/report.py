@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve
 
 from lichang.analysis import ParagraphResult, summarise
+from lichang.data import primary_id
 from lichang.eval import plots
 from lichang.eval.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_intervals
 from lichang.eval.metrics import (
@@ -268,8 +269,7 @@ def two_brand_pairs(records: Sequence[dict], predicted: list[str]) -> dict:
     """How well the model reads the target where it matters most: a paragraph labeled for two brands
     (`<id>` and `<id>-t2`) with different stances. Both right means it told the brands apart."""
     index = {r["id"]: k for k, r in enumerate(records)}
-    pairs = [(index[r["id"][: -len("-t2")]], k) for k, r in enumerate(records)
-             if r["id"].endswith("-t2") and r["id"][: -len("-t2")] in index]
+    pairs = [(index[base], k) for k, r in enumerate(records) if (base := primary_id(r["id"])) in index]
     opposed = [(a, b) for a, b in pairs if records[a]["stance"] != records[b]["stance"]]
     both_right = sum(predicted[a] == records[a]["stance"] and predicted[b] == records[b]["stance"]
                      for a, b in opposed)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lichang.paragraphs import is_boilerplate
 from lichang.schema import (
     OPTIONAL_FIELDS,
     REQUIRED_FIELDS,
@@ -26,7 +27,8 @@ from lichang.schema import (
 
 # `<article_id>-p<index>` for an article's paragraphs in reading order; a `-t2`
 # suffix marks the same paragraph labeled again for a second target brand.
-PARAGRAPH_ID = re.compile(r"^(?P<article>.+)-p(?P<index>\d+)(?P<second>-t2)?$")
+SECOND_TARGET_SUFFIX = "-t2"
+PARAGRAPH_ID = re.compile(rf"^(?P<article>.+)-p(?P<index>\d+)(?P<second>{SECOND_TARGET_SUFFIX})?$")
 
 
 class DataError(ValueError):
@@ -121,6 +123,11 @@ def read_records(paths: Sequence[str | Path]) -> CheckResult:
     return result
 
 
+def primary_id(row_id: str) -> str | None:
+    """The id of the paragraph a second-target row repeats, or None for a primary row."""
+    return row_id[: -len(SECOND_TARGET_SUFFIX)] if row_id.endswith(SECOND_TARGET_SUFFIX) else None
+
+
 def check_article_order(result: CheckResult) -> None:
     """Each article's paragraphs must be p0..pN in file order, and second-target rows must copy a paragraph."""
     by_article: dict[str, list[tuple[int, dict[str, Any], str]]] = defaultdict(list)
@@ -146,8 +153,8 @@ def check_article_order(result: CheckResult) -> None:
             problem = f"article {article!r}: its paragraphs name several target brands {sorted(brands)}"
             result.issues.append(Issue(rows[0][2], 0, problem))
     for record, source in zip(result.records, result.sources, strict=True):
-        if record["id"].endswith("-t2"):
-            base = primary_by_id.get(record["id"][: -len("-t2")])
+        if (base_id := primary_id(record["id"])) is not None:
+            base = primary_by_id.get(base_id)
             if base is None or base["text"] != record["text"] or base["brand"] == record["brand"]:
                 problem = f"{record['id']!r}: a second-target row must repeat its paragraph's text with another brand"
                 result.issues.append(Issue(source, 0, problem))
@@ -175,27 +182,26 @@ def held_out_repeats(rows: Sequence[dict[str, Any]], held_out: Sequence[dict[str
 
     Training on such a row leaks the held-out split (briefs that quote dev errors as examples did
     this once). Boilerplate (bylines, credits, disclaimers) and rows of the same article are exempt."""
-    from lichang.paragraphs import is_boilerplate
 
-    def usable(record: dict[str, Any]) -> str | None:
+    def comparable_text(record: dict[str, Any]) -> str | None:
         text = _normalised(record["text"])
         boilerplate = is_boilerplate(record["text"]) or is_boilerplate(text)
         return text if len(text) >= REPEAT_MIN_CHARS and not boilerplate else None
 
-    targets = [(record, text, _pieces(text)) for record in held_out if (text := usable(record))]
-    by_piece: dict[str, list[int]] = defaultdict(list)
-    for index, (_, _, pieces) in enumerate(targets):
+    held = [(record, text, _pieces(text)) for record in held_out if (text := comparable_text(record))]
+    held_with_piece: dict[str, list[int]] = defaultdict(list)
+    for index, (_, _, pieces) in enumerate(held):
         for piece in pieces:
-            by_piece[piece].append(index)
+            held_with_piece[piece].append(index)
     found = []
     for row in rows:
-        text = usable(row)
+        text = comparable_text(row)
         if text is None:
             continue
         pieces = _pieces(text)
-        shared = Counter(i for piece in pieces for i in by_piece.get(piece, ()))
+        shared = Counter(i for piece in pieces for i in held_with_piece.get(piece, ()))
         for index, count in shared.items():
-            other, other_text, other_pieces = targets[index]
+            other, other_text, other_pieces = held[index]
             if other["article_id"] == row["article_id"]:
                 continue
             short, long = sorted((text, other_text), key=len)

@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from lichang.data import held_out_repeats, load_records
+from lichang.data import held_out_repeats, load_records, primary_id
 
 TEST_SHARE = 0.18
 DEV_SHARE = 0.12
@@ -72,7 +72,7 @@ def assign_splits(written: list[dict], test_seed_articles: set[str], seed_record
                 for record in seed_records + written}
     industry_of: dict[str, str] = {}
     for record in written:
-        if not record["id"].endswith("-t2"):
+        if primary_id(record["id"]) is None:
             industry_of.setdefault(record["article_id"], record.get("industry", "unknown"))
     by_industry: dict[str, list[str]] = defaultdict(list)
     for article, industry in industry_of.items():

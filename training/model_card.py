@@ -38,8 +38,8 @@ def _scores_table(scores: dict) -> str:
     return "\n".join(lines)
 
 
-def data_commit() -> str:
-    """The repository commit the data came from, so a reader can check out the exact files."""
+def repository_commit() -> str:
+    """The checkout's commit, flagged when data/ or seeds/ differ from it, so a model can be traced to its data."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -48,7 +48,7 @@ def data_commit() -> str:
         dirty = git("status", "--porcelain", "--", "data", "seeds")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-    return f"`{commit}`" + (" with uncommitted changes under data/ or seeds/" if dirty else "")
+    return commit + (" with uncommitted changes under data/ or seeds/" if dirty else "")
 
 
 def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
@@ -97,8 +97,8 @@ Labels follow `LABELS.md` (see `docs/labeling.md` in the repository).
 
 ## Data
 
-- repository commit when training started: {metrics.get("data_commit") or data_commit()} (the sha256 of each
-  file below identifies it exactly)
+- repository commit when training started: `{metrics.get("repository_commit", "not recorded")}` (the sha256
+  of each file below identifies it exactly)
 - train: {_describe(config.train_files)}
 - dev: {_describe(config.dev_files)}
 

@@ -35,7 +35,7 @@ from lichang.schema import STANCE_INDEX, STANCES, TOPICS
 from lichang.training.augment import augment_epoch, replacement_pool
 from lichang.training.auxiliary import AUX_MAX_TOKENS, INEWS_CLASSES, load_inews
 from lichang.training.calibration import choose_thresholds, fit_temperature
-from lichang.training.model_card import data_commit
+from lichang.training.model_card import repository_commit
 
 
 @dataclass
@@ -144,7 +144,7 @@ class Trainer:
 
     def run(self, out_dir: str | Path) -> TrainResult:
         started = time.time()
-        commit = data_commit()  # before training: the data may be edited while it runs
+        commit = repository_commit()  # before training: the data may be edited while it runs
         config = self.config
         set_seed(config.seed)
         if config.threads:
@@ -243,7 +243,7 @@ class Trainer:
         result.seconds = time.time() - started
         metrics = {"history": result.history, "dev": result.dev, "test": result.test,
                    "train_seconds": round(result.seconds, 1), "device": str(device),
-                   "data_commit": commit, "temperature": model.calibration.temperature,
+                   "repository_commit": commit, "temperature": model.calibration.temperature,
                    "topic_thresholds": model.calibration.topic_thresholds,
                    "command": "lichang " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
