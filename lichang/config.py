@@ -46,6 +46,7 @@ class LichangConfig:
     warmup_ratio: float = 0.06
     topic_loss_weight: float = 1.0
     class_weighting: bool = True
+    pair_loss_weight: float = 2.0  # two-target loss on a paragraph and its -t2 row (training/trainer.py); 0: off
     aux_inews: int = 0  # iNews texts per epoch as an auxiliary sentiment task (0: off; training/auxiliary.py)
     aux_weight: float = 0.3  # weight of that task's loss
     brand_swap: float = 0.5  # share of training rows per epoch whose target is renamed (see training/augment.py)

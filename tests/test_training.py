@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import math
 import pickle
 import random
 
@@ -17,7 +18,12 @@ from lichang.models.classifier import ModelLoadError, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer
 from lichang.training.augment import INVENTED_BRANDS, augment_epoch, replacement_pool, swap_target
 from lichang.training.model_card import write_model_card
-from lichang.training.trainer import Trainer
+from lichang.training.trainer import (
+    Trainer,
+    length_grouped_batches,
+    target_contrast_loss,
+    target_contrast_terms,
+)
 
 PARAGRAPHS = [
     ("比亚迪本月销量再创新高,海外订单翻倍。", "praise", []),
@@ -27,19 +33,27 @@ PARAGRAPHS = [
 ]
 
 
-def corpus(path, articles=6):
+TWO_BRANDS = "比亚迪本月销量翻倍,反观蔚来持续亏损。"
+
+
+def corpus(path, articles=6, two_brand_rows=False):
+    """Articles of the four PARAGRAPHS; with two_brand_rows, each also has a paragraph labeled for two brands."""
     lines = []
     for a in range(articles):
-        for i, (text, stance, topics) in enumerate(PARAGRAPHS):
-            lines.append(json.dumps({"id": f"t{a}-p{i:03d}", "article_id": f"t{a}", "brand": "比亚迪",
-                                     "aliases": ["BYD"], "text": text, "stance": stance, "topics": topics},
-                                    ensure_ascii=False))
+        rows = [(f"p{i:03d}", "比亚迪", *paragraph) for i, paragraph in enumerate(PARAGRAPHS)]
+        if two_brand_rows:
+            rows += [("p004", "比亚迪", TWO_BRANDS, "praise", []), ("p004-t2", "蔚来", TWO_BRANDS, "critique", [])]
+        for row_id, brand, text, stance, topics in rows:
+            lines.append(json.dumps({"id": f"t{a}-{row_id}", "article_id": f"t{a}", "brand": brand,
+                                     "aliases": ["BYD"] if brand == "比亚迪" else [], "text": text, "stance": stance,
+                                     "topics": topics}, ensure_ascii=False))
     return write_jsonl(path, lines)
 
 
 @pytest.fixture
 def tiny_config(tmp_path, tiny_encoder_dir):
-    return LichangConfig(base_encoder=str(tiny_encoder_dir), train_files=[str(corpus(tmp_path / "train.jsonl"))],
+    return LichangConfig(base_encoder=str(tiny_encoder_dir),
+                         train_files=[str(corpus(tmp_path / "train.jsonl", two_brand_rows=True))],
                          dev_files=[str(corpus(tmp_path / "dev.jsonl", 1))], trainable_layers=1, epochs=25, dropout=0.0,
                          batch_size=8, learning_rate=3e-3, head_learning_rate=3e-2, max_length=48,
                          window_stride=8)
@@ -54,6 +68,30 @@ def test_training_lowers_the_loss_and_writes_a_model_folder(tmp_path, tiny_confi
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert metrics["test"]["n_paragraphs"] == 4
     assert set(metrics["topic_thresholds"]) == {"marketing", "quality", "legal", "user_community"}
+
+
+def test_a_paragraph_and_its_second_target_row_share_a_batch():
+    paragraphs = [f"a{i}" for i in range(40)] + ["a3", "a17", "a31"]  # three paragraphs with a -t2 row
+    lengths = [random.Random(i).randint(5, 60) for i in range(len(paragraphs))]
+    batches = length_grouped_batches(paragraphs, lengths, batch_size=8, rng=random.Random(0))
+    assert sorted(i for batch in batches for i in batch) == list(range(len(paragraphs)))
+    for pair in ("a3", "a17", "a31"):
+        holding = [b for b in batches if any(paragraphs[i] == pair for i in b)]
+        assert len(holding) == 1 and sum(paragraphs[i] == pair for i in holding[0]) == 2
+    assert all(len(b) <= 9 for b in batches)
+
+
+def test_target_contrast_loss_compares_the_two_targets_of_a_paragraph():
+    praise, critique, neutral = 0, 1, 2
+    paragraphs = ["p1", "p2", "p1", "p2", "p3"]
+    labels = [praise, neutral, critique, neutral, praise]
+    terms = target_contrast_terms(paragraphs, labels)
+    assert sorted(terms) == [(0, 2, praise), (2, 0, critique)]  # p2's targets agree, p3 has one target
+    right = torch.tensor([[3.0, -1, 0], [0, 0, 0], [-1, 3.0, 0], [0, 0, 0], [0, 0, 0]])
+    same_for_both = torch.tensor([[3.0, -1, 0], [0, 0, 0], [3.0, -1, 0], [0, 0, 0], [0, 0, 0]])
+    assert target_contrast_loss(right, terms) < 0.1
+    assert target_contrast_loss(same_for_both, terms) == pytest.approx(2 * math.log(2))
+    assert target_contrast_terms(["p1", "p1"], [praise, praise]) == []
 
 
 def test_save_and_load_give_identical_scores(tmp_path, tiny_config):

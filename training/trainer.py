@@ -15,7 +15,7 @@ import random
 import shlex
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
+from torch.nn import functional
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lichang.config import LichangConfig
-from lichang.data import load_records
+from lichang.data import load_records, primary_id
 from lichang.eval.metrics import stance_metrics, topic_matrix, topic_metrics
 from lichang.models.classifier import Calibration, StanceTopicModel, paragraph_segment
 from lichang.models.scorer import ParagraphInput, Scorer, pick_device, softmax
@@ -57,6 +58,7 @@ def tokenised_dataset(model: StanceTopicModel, records: list[dict]) -> Dataset:
     """Records → a `datasets.Dataset` of input ids, attention masks and both label kinds."""
     dataset = Dataset.from_list([
         {"text": r["text"], "brand": r["brand"], "aliases": list(r.get("aliases", [])),
+         "paragraph": primary_id(r["id"]) or r["id"],
          "stance_label": STANCE_INDEX[r["stance"]],
          "topic_labels": [float(t in r["topics"]) for t in TOPICS]}
         for r in records
@@ -71,17 +73,56 @@ def tokenised_dataset(model: StanceTopicModel, records: list[dict]) -> Dataset:
                        desc="tokenising", load_from_cache_file=False)
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffle, sort by length inside chunks of 50 batches, cut into batches, shuffle the batches."""
-    order = list(range(len(lengths)))
+def length_grouped_batches(paragraphs: list[str], lengths: list[int], batch_size: int,
+                           rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort by length inside chunks of 50 batches, cut into batches, shuffle the batches.
+
+    The rows of one paragraph (its primary row and its `-t2` row) always land in the same batch, so the
+    two-target loss can compare them; a batch may hold one row more than `batch_size` for that.
+    """
+    units: dict[str, list[int]] = {}
+    for index, paragraph in enumerate(paragraphs):
+        units.setdefault(paragraph, []).append(index)
+    order = list(units.values())
     rng.shuffle(order)
     chunk = batch_size * 50
-    batches = []
+    batches: list[list[int]] = []
     for start in range(0, len(order), chunk):
-        group = sorted(order[start : start + chunk], key=lambda i: lengths[i])
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        batch: list[int] = []
+        for unit in sorted(order[start : start + chunk], key=lambda rows: max(lengths[i] for i in rows)):
+            batch += unit
+            if len(batch) >= batch_size:
+                batches.append(batch)
+                batch = []
+        if batch:
+            batches.append(batch)
     rng.shuffle(batches)
     return batches
+
+
+def target_contrast_terms(paragraphs: list[str], stance_labels: list[int]) -> list[tuple[int, int, int]]:
+    """(row, other row, stance) for each two targets of one paragraph whose stances differ.
+
+    For each stance that only one of the two has, that target's logit for it must beat the other's. The
+    paragraph's overall tone is the same for both rows, so this loss can only be lowered by reading what
+    the text says about each target: the shortcut that gave one paragraph the same stance for two brands.
+    """
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for position, paragraph in enumerate(paragraphs):
+        rows_of[paragraph].append(position)
+    terms = []
+    for rows in rows_of.values():
+        for i, a in enumerate(rows):
+            for b in rows[i + 1 :]:
+                if stance_labels[a] != stance_labels[b]:
+                    terms += [(a, b, stance_labels[a]), (b, a, stance_labels[b])]
+    return terms
+
+
+def target_contrast_loss(stance_logits: torch.Tensor, terms: list[tuple[int, int, int]]) -> torch.Tensor:
+    """Two-way cross-entropy between the targets of each term, summed (the caller divides by the batch)."""
+    holder, other, stance = (torch.tensor(column, device=stance_logits.device) for column in zip(*terms, strict=True))
+    return functional.softplus(stance_logits[other, stance] - stance_logits[holder, stance]).sum()
 
 
 def brand_aliases(records: list[dict]) -> dict[str, list[str]]:
@@ -184,7 +225,7 @@ class Trainer:
             running, seen = 0.0, 0
             aux_running: list[float] = []
             train_data = tokenised_dataset(model, augment_epoch(train_records, config.brand_swap, pool, rng))
-            batches = length_grouped_batches(train_data["length"], config.batch_size, rng)
+            batches = length_grouped_batches(train_data["paragraph"], train_data["length"], config.batch_size, rng)
             aux_at = self._auxiliary_batches(model, len(batches), rng) if aux_head else {}
             bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not self.show_progress)
             for step, indices in enumerate(bar):
@@ -192,6 +233,9 @@ class Trainer:
                 batch = model.pad_batch(rows["input_ids"], rows["target_mask"])
                 stance_logits, topic_logits = model(**{k: v.to(device) for k, v in batch.items()})
                 loss = stance_loss(stance_logits, torch.tensor(rows["stance_label"], device=device))
+                terms = target_contrast_terms(rows["paragraph"], rows["stance_label"])
+                if terms and config.pair_loss_weight:
+                    loss = loss + config.pair_loss_weight * target_contrast_loss(stance_logits, terms) / len(indices)
                 loss = loss + config.topic_loss_weight * topic_loss(
                     topic_logits, torch.tensor(rows["topic_labels"], device=device))
                 for aux_batch, aux_labels in aux_at.get(step, []):
