@@ -112,7 +112,8 @@ class StanceTopicModel(nn.Module):
     def from_base(cls, config: LichangConfig) -> StanceTopicModel:
         """A fresh, untrained model on top of the configured base encoder."""
         path = resolve_encoder(config.base_encoder)
-        encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        dropout = {} if config.attention_dropout is None else {"attention_probs_dropout_prob": config.attention_dropout}
+        encoder = AutoModel.from_pretrained(path, add_pooling_layer=False, **dropout)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(config, encoder, tokenizer)
 
@@ -125,6 +126,14 @@ class StanceTopicModel(nn.Module):
         for layer in layers[len(layers) - keep :]:
             for parameter in layer.parameters():
                 parameter.requires_grad = True
+
+    def train(self, mode: bool = True) -> StanceTopicModel:
+        """Frozen lower layers stay in eval mode: they are fixed features, and their dropout only costs CPU time."""
+        super().train(mode)
+        layers = self.encoder.encoder.layer
+        for layer in layers[: len(layers) - max(0, min(self.config.trainable_layers, len(layers)))]:
+            layer.train(False)
+        return self
 
     # --------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -276,8 +285,9 @@ class StanceTopicModel(nn.Module):
             )
         if not (directory / WEIGHTS_FILE).is_file():
             raise ModelLoadError(f"{directory / WEIGHTS_FILE} is missing: the model folder is incomplete")
-        # folders saved before target pooling existed pool all tokens only
-        config = LichangConfig.from_dict({"target_pooling": False, **description["config"]})
+        # folders saved before these settings existed: no target pooling, the encoder's own attention dropout
+        config = LichangConfig.from_dict({"target_pooling": False, "attention_dropout": None, "pair_loss_weight": 0.0,
+                                          **description["config"]})
         model = cls.from_base(config)
         model._apply_storage(load_file(str(directory / WEIGHTS_FILE)))
         if (directory / BRANDS_FILE).is_file():

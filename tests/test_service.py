@@ -98,11 +98,11 @@ def test_same_paragraph_scores_differently_for_two_brands(client):
     text = "华为这一季的新机卖得火爆,反观苹果,销量一路下滑,渠道商怨声载道。"
     assert _stance(client, text, "华为")["label"] == "praise"
     assert _stance(client, text, "苹果")["label"] == "critique"
-    # A harder order (the loser named first): the scores must at least move the right way for each brand.
-    # (The shipped model still labels it praise for 蔚来; see the model card's limits.)
+    # A harder order: the loser named first, in a clause the winner's good news follows.
     text = "当蔚来还在为召回和亏损焦头烂额时,比亚迪的月销量又翻了一番,海外订单排到了明年。"
     byd, nio = _stance(client, text, "比亚迪"), _stance(client, text, "蔚来")
     assert byd["label"] == "praise"
+    assert nio["label"] == "critique"
     assert byd["scores"]["praise"] > nio["scores"]["praise"] + 0.1
     assert nio["scores"]["critique"] > byd["scores"]["critique"] + 0.1
 

@@ -115,6 +115,12 @@ def test_only_top_layers_and_heads_train(tiny_config):
     assert any(n.startswith("encoder.encoder.layer.1.") for n in trainable)
     assert not any(n.startswith(("encoder.encoder.layer.0.", "encoder.embeddings")) for n in trainable)
     assert {"stance_head.weight", "topic_head.bias"} <= trainable
+    # frozen layers run without dropout while the rest trains; attention dropout follows the config
+    model.train()
+    assert [layer.training for layer in model.encoder.encoder.layer] == [False, True]
+    assert model.encoder.config.attention_probs_dropout_prob == tiny_config.attention_dropout == 0.0
+    tiny_config.attention_dropout = None
+    assert StanceTopicModel.from_base(tiny_config).encoder.config.attention_probs_dropout_prob == 0.1
 
 
 def test_long_paragraphs_are_scored_in_windows_not_cut(tiny_config):
@@ -239,22 +245,24 @@ def test_inews_auxiliary_task_trains_and_is_not_saved(tmp_path, tiny_config):
     assert "iNews sentiment task, 32 texts per epoch" in card and "License: Private" in card
 
 
-def test_quick_recipe_does_less_work_and_lichang_train_follows_it(tmp_path, tiny_encoder_dir):
-    """`training/recipes/quick.json` is a `--config` file; it must stay cheaper than the default and be obeyed."""
+def test_full_recipe_does_more_work_and_lichang_train_follows_it(tmp_path, tiny_encoder_dir):
+    """`training/recipes/full.json` (the shipped model's recipe) is a `--config` file that `lichang train` obeys."""
     recipes = sorted((REPO_ROOT / "training" / "recipes").glob("*.json"))
-    assert [r.name for r in recipes] == ["quick.json"]
-    quick, default = LichangConfig.from_file(recipes[0]), LichangConfig()
-    assert quick.epochs < default.epochs
-    assert quick.trainable_layers < default.trainable_layers
-    assert {k for k, v in quick.to_dict().items() if v != default.to_dict()[k]} == {"epochs", "trainable_layers"}
+    assert [r.name for r in recipes] == ["full.json"]
+    full, default = LichangConfig.from_file(recipes[0]), LichangConfig()
+    assert full.epochs > default.epochs
+    assert full.trainable_layers > default.trainable_layers
+    assert {k for k, v in full.to_dict().items() if v != default.to_dict()[k]} == {
+        "epochs", "trainable_layers", "attention_dropout"}
 
-    out = tmp_path / "quick"
+    out = tmp_path / "full"
     assert main(["train", "--config", str(recipes[0]), "--base-encoder", str(tiny_encoder_dir),
                  "--train", str(corpus(tmp_path / "train.jsonl")), "--dev", str(corpus(tmp_path / "dev.jsonl", 1)),
                  "--test", "", "--out", str(out)]) == 0
     saved = json.loads((out / "lichang.json").read_text(encoding="utf-8"))["config"]
-    assert (saved["epochs"], saved["trainable_layers"]) == (quick.epochs, quick.trainable_layers)
-    assert len(json.loads((out / "metrics.json").read_text(encoding="utf-8"))["history"]) == quick.epochs
+    assert (saved["epochs"], saved["trainable_layers"], saved["attention_dropout"]) == (
+        full.epochs, full.trainable_layers, None)
+    assert len(json.loads((out / "metrics.json").read_text(encoding="utf-8"))["history"]) == full.epochs
     # the model card pins the exact training file, so the model can be traced to its data
     train_hash = hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()[:12]
     card = (out / "README.md").read_text(encoding="utf-8")

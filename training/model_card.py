@@ -71,6 +71,7 @@ def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
     if config.aux_inews:
         aux_note = (f" auxiliary iNews sentiment task, {config.aux_inews} texts per epoch (weight {config.aux_weight};"
                     f" licence caveat: {LICENCE_CAVEAT});")
+    attention_dropout = "the base encoder's own" if config.attention_dropout is None else config.attention_dropout
     card = f"""# {config.name} {config.version}
 
 A lichang stance-and-topic model for Chinese paragraphs about a target brand:
@@ -89,8 +90,10 @@ Labels follow `LABELS.md` (see `docs/labeling.md` in the repository).
   {config.mark_target}; heads also read the mean of the target's tokens: {config.target_pooling}
 - recipe: {config.epochs} epochs, batch {config.batch_size}, AdamW (encoder lr {config.learning_rate}, heads lr
   {config.head_learning_rate}), linear warm-up {config.warmup_ratio}, class-weighted losses, seed {config.seed},
-  topic loss weight {config.topic_loss_weight}, brand-swap augmentation on {config.brand_swap:.0%} of rows per
-  epoch;{aux_note} the epoch with the best dev stance macro-F1 + topic micro-F1 was kept
+  dropout {config.dropout} (attention dropout {attention_dropout}), topic loss weight {config.topic_loss_weight},
+  two-target loss weight {config.pair_loss_weight} (a paragraph and its `-t2` row), brand-swap augmentation on
+  {config.brand_swap:.0%} of rows per epoch;{aux_note} the epoch with the best dev stance macro-F1 + topic
+  micro-F1 was kept
 - training time: {metrics['train_seconds']} s on `{metrics['device']}`
 - calibration (fitted on dev): temperature {metrics['temperature']:.3f}; topic thresholds
   {", ".join(f"{t} {v:.2f}" for t, v in metrics['topic_thresholds'].items())}
