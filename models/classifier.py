@@ -119,21 +119,24 @@ class StanceTopicModel(nn.Module):
 
     def freeze_lower_layers(self) -> None:
         """Train only the top `trainable_layers` encoder layers and the heads (fast on CPU, small on disk)."""
-        layers = self.encoder.encoder.layer
-        keep = max(0, min(self.config.trainable_layers, len(layers)))
+        frozen = {id(layer) for layer in self._frozen_layers()}
         for parameter in self.encoder.parameters():
             parameter.requires_grad = False
-        for layer in layers[len(layers) - keep :]:
-            for parameter in layer.parameters():
-                parameter.requires_grad = True
+        for layer in self.encoder.encoder.layer:
+            if id(layer) not in frozen:
+                for parameter in layer.parameters():
+                    parameter.requires_grad = True
 
     def train(self, mode: bool = True) -> StanceTopicModel:
-        """Frozen lower layers stay in eval mode: they are fixed features, and their dropout only costs CPU time."""
+        """Frozen lower layers stay in eval mode: their dropout only costs CPU time (the embeddings' stays on)."""
         super().train(mode)
-        layers = self.encoder.encoder.layer
-        for layer in layers[: len(layers) - max(0, min(self.config.trainable_layers, len(layers)))]:
+        for layer in self._frozen_layers():
             layer.train(False)
         return self
+
+    def _frozen_layers(self) -> list[nn.Module]:
+        layers = self.encoder.encoder.layer
+        return list(layers[: len(layers) - max(0, min(self.config.trainable_layers, len(layers)))])
 
     # --------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

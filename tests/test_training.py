@@ -14,6 +14,7 @@ from conftest import write_jsonl
 
 from lichang.cli import main
 from lichang.config import REPO_ROOT, LichangConfig
+from lichang.data import load_records
 from lichang.models.classifier import ModelLoadError, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer
 from lichang.training.augment import INVENTED_BRANDS, augment_epoch, replacement_pool, swap_target
@@ -23,6 +24,7 @@ from lichang.training.trainer import (
     length_grouped_batches,
     target_contrast_loss,
     target_contrast_terms,
+    tokenised_dataset,
 )
 
 PARAGRAPHS = [
@@ -79,6 +81,21 @@ def test_a_paragraph_and_its_second_target_row_share_a_batch():
         holding = [b for b in batches if any(paragraphs[i] == pair for i in b)]
         assert len(holding) == 1 and sum(paragraphs[i] == pair for i in holding[0]) == 2
     assert all(len(b) <= 9 for b in batches)
+    # rows left at the end of one length-sorted chunk (50 batches' worth of paragraphs) open the next chunk's
+    # first batch, so only the epoch's last batch is short
+    paragraphs = [f"b{i}" for i in range(333)] + [f"b{i}" for i in range(0, 333, 7)]
+    lengths = [random.Random(i).randint(5, 60) for i in range(len(paragraphs))]
+    batches = length_grouped_batches(paragraphs, lengths, batch_size=4, rng=random.Random(0))
+    assert sorted(i for batch in batches for i in batch) == list(range(len(paragraphs)))
+    assert sum(len(b) < 4 for b in batches) == 1
+
+
+def test_training_rows_carry_their_paragraph_so_a_pair_can_meet(tiny_config):
+    model = StanceTopicModel.from_base(tiny_config)
+    records = load_records(tiny_config.train_files)
+    paragraph_of = dict(zip([r["id"] for r in records], tokenised_dataset(model, records)["paragraph"], strict=True))
+    assert paragraph_of["t0-p004-t2"] == paragraph_of["t0-p004"] == "t0-p004"
+    assert paragraph_of["t0-p000"] == "t0-p000"
 
 
 def test_target_contrast_loss_compares_the_two_targets_of_a_paragraph():
@@ -92,6 +109,7 @@ def test_target_contrast_loss_compares_the_two_targets_of_a_paragraph():
     assert target_contrast_loss(right, terms) < 0.1
     assert target_contrast_loss(same_for_both, terms) == pytest.approx(2 * math.log(2))
     assert target_contrast_terms(["p1", "p1"], [praise, praise]) == []
+    assert target_contrast_loss(right, []) == 0
 
 
 def test_save_and_load_give_identical_scores(tmp_path, tiny_config):
@@ -107,6 +125,22 @@ def test_save_and_load_give_identical_scores(tmp_path, tiny_config):
     for a, b in zip(before, after, strict=True):
         assert a.stance_scores == b.stance_scores
         assert a.topic_scores == b.topic_scores
+
+
+def test_folders_saved_before_newer_settings_load_with_the_settings_they_had(tmp_path, tiny_config):
+    torch.manual_seed(1)
+    model = StanceTopicModel.from_base(tiny_config).eval()
+    model.save_pretrained(tmp_path / "m")
+    description_file = tmp_path / "m" / "lichang.json"
+    description = json.loads(description_file.read_text())
+    for key in ("attention_dropout", "pair_loss_weight"):
+        del description["config"][key]
+    description_file.write_text(json.dumps(description))
+    loaded = StanceTopicModel.from_pretrained(tmp_path / "m")
+    assert (loaded.config.attention_dropout, loaded.config.pair_loss_weight) == (None, 0.0)
+    inputs = [ParagraphInput(text, "比亚迪", ("BYD",)) for text, _, _ in PARAGRAPHS]
+    before, after = Scorer(model).score(inputs), Scorer(loaded).score(inputs)
+    assert [a.stance_scores for a in before] == [b.stance_scores for b in after]
 
 
 def test_only_top_layers_and_heads_train(tiny_config):

@@ -75,10 +75,11 @@ def tokenised_dataset(model: StanceTopicModel, records: list[dict]) -> Dataset:
 
 def length_grouped_batches(paragraphs: list[str], lengths: list[int], batch_size: int,
                            rng: random.Random) -> list[list[int]]:
-    """Shuffle, sort by length inside chunks of 50 batches, cut into batches, shuffle the batches.
+    """Shuffle, sort by length inside chunks of 50 batches' worth of paragraphs, cut into batches, shuffle them.
 
     The rows of one paragraph (its primary row and its `-t2` row) always land in the same batch, so the
-    two-target loss can compare them; a batch may hold one row more than `batch_size` for that.
+    two-target loss can compare them; a batch may hold one row more than `batch_size` for that. Rows left
+    over at the end of a chunk open the next chunk's first batch, so only the epoch's last batch is short.
     """
     units: dict[str, list[int]] = {}
     for index, paragraph in enumerate(paragraphs):
@@ -87,15 +88,15 @@ def length_grouped_batches(paragraphs: list[str], lengths: list[int], batch_size
     rng.shuffle(order)
     chunk = batch_size * 50
     batches: list[list[int]] = []
+    batch: list[int] = []
     for start in range(0, len(order), chunk):
-        batch: list[int] = []
         for unit in sorted(order[start : start + chunk], key=lambda rows: max(lengths[i] for i in rows)):
             batch += unit
             if len(batch) >= batch_size:
                 batches.append(batch)
                 batch = []
-        if batch:
-            batches.append(batch)
+    if batch:
+        batches.append(batch)
     rng.shuffle(batches)
     return batches
 
@@ -121,6 +122,8 @@ def target_contrast_terms(paragraphs: list[str], stance_labels: list[int]) -> li
 
 def target_contrast_loss(stance_logits: torch.Tensor, terms: list[tuple[int, int, int]]) -> torch.Tensor:
     """Two-way cross-entropy between the targets of each term, summed (the caller divides by the batch)."""
+    if not terms:
+        return stance_logits.new_zeros(())
     holder, other, stance = (torch.tensor(column, device=stance_logits.device) for column in zip(*terms, strict=True))
     return functional.softplus(stance_logits[other, stance] - stance_logits[holder, stance]).sum()
 
