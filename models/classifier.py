@@ -119,24 +119,23 @@ class StanceTopicModel(nn.Module):
 
     def freeze_lower_layers(self) -> None:
         """Train only the top `trainable_layers` encoder layers and the heads (fast on CPU, small on disk)."""
-        frozen = {id(layer) for layer in self._frozen_layers()}
         for parameter in self.encoder.parameters():
             parameter.requires_grad = False
-        for layer in self.encoder.encoder.layer:
-            if id(layer) not in frozen:
-                for parameter in layer.parameters():
-                    parameter.requires_grad = True
+        for layer in self.encoder.encoder.layer[self._frozen_layer_count() :]:
+            for parameter in layer.parameters():
+                parameter.requires_grad = True
 
     def train(self, mode: bool = True) -> StanceTopicModel:
         """Frozen lower layers stay in eval mode: their dropout only costs CPU time (the embeddings' stays on)."""
         super().train(mode)
-        for layer in self._frozen_layers():
+        for layer in self.encoder.encoder.layer[: self._frozen_layer_count()]:
             layer.train(False)
         return self
 
-    def _frozen_layers(self) -> list[nn.Module]:
-        layers = self.encoder.encoder.layer
-        return list(layers[: len(layers) - max(0, min(self.config.trainable_layers, len(layers)))])
+    def _frozen_layer_count(self) -> int:
+        """How many lower encoder layers stay frozen: all but the top `trainable_layers`."""
+        layers = len(self.encoder.encoder.layer)
+        return layers - max(0, min(self.config.trainable_layers, layers))
 
     # --------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

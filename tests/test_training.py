@@ -98,6 +98,16 @@ def test_training_rows_carry_their_paragraph_so_a_pair_can_meet(tiny_config):
     assert paragraph_of["t0-p000"] == "t0-p000"
 
 
+def test_the_trainer_adds_the_two_target_loss_only_when_it_is_weighted(tmp_path, tiny_config):
+    tiny_config.epochs = 1
+    losses = {}
+    for weight in (0.0, 2.0):
+        tiny_config.pair_loss_weight = weight
+        result = Trainer(tiny_config, show_progress=False).run(tmp_path / f"m{weight}")
+        losses[weight] = result.history[0]["train_loss"]
+    assert losses[2.0] > losses[0.0]  # same seed and batches; the pair term is a positive addition
+
+
 def test_target_contrast_loss_compares_the_two_targets_of_a_paragraph():
     praise, critique, neutral = 0, 1, 2
     paragraphs = ["p1", "p2", "p1", "p2", "p3"]

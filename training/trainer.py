@@ -73,6 +73,14 @@ def tokenised_dataset(model: StanceTopicModel, records: list[dict]) -> Dataset:
                        desc="tokenising", load_from_cache_file=False)
 
 
+def rows_by_paragraph(paragraphs: list[str]) -> list[list[int]]:
+    """Positions of each paragraph's rows (its primary row and any `-t2` row), paragraphs in first-seen order."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for position, paragraph in enumerate(paragraphs):
+        rows[paragraph].append(position)
+    return list(rows.values())
+
+
 def length_grouped_batches(paragraphs: list[str], lengths: list[int], batch_size: int,
                            rng: random.Random) -> list[list[int]]:
     """Shuffle, sort by length inside chunks of 50 batches' worth of paragraphs, cut into batches, shuffle them.
@@ -81,10 +89,7 @@ def length_grouped_batches(paragraphs: list[str], lengths: list[int], batch_size
     two-target loss can compare them; a batch may hold one row more than `batch_size` for that. Rows left
     over at the end of a chunk open the next chunk's first batch, so only the epoch's last batch is short.
     """
-    units: dict[str, list[int]] = {}
-    for index, paragraph in enumerate(paragraphs):
-        units.setdefault(paragraph, []).append(index)
-    order = list(units.values())
+    order = rows_by_paragraph(paragraphs)
     rng.shuffle(order)
     chunk = batch_size * 50
     batches: list[list[int]] = []
@@ -108,11 +113,8 @@ def target_contrast_terms(paragraphs: list[str], stance_labels: list[int]) -> li
     paragraph's overall tone is the same for both rows, so this loss can only be lowered by reading what
     the text says about each target: the shortcut that gave one paragraph the same stance for two brands.
     """
-    rows_of: dict[str, list[int]] = defaultdict(list)
-    for position, paragraph in enumerate(paragraphs):
-        rows_of[paragraph].append(position)
     terms = []
-    for rows in rows_of.values():
+    for rows in rows_by_paragraph(paragraphs):
         for i, a in enumerate(rows):
             for b in rows[i + 1 :]:
                 if stance_labels[a] != stance_labels[b]:
@@ -236,8 +238,8 @@ class Trainer:
                 batch = model.pad_batch(rows["input_ids"], rows["target_mask"])
                 stance_logits, topic_logits = model(**{k: v.to(device) for k, v in batch.items()})
                 loss = stance_loss(stance_logits, torch.tensor(rows["stance_label"], device=device))
-                terms = target_contrast_terms(rows["paragraph"], rows["stance_label"])
-                if terms and config.pair_loss_weight:
+                if config.pair_loss_weight:
+                    terms = target_contrast_terms(rows["paragraph"], rows["stance_label"])
                     loss = loss + config.pair_loss_weight * target_contrast_loss(stance_logits, terms) / len(indices)
                 loss = loss + config.topic_loss_weight * topic_loss(
                     topic_logits, torch.tensor(rows["topic_labels"], device=device))
