@@ -51,6 +51,7 @@ class LichangConfig:
     aux_inews: int = 0  # iNews texts per epoch as an auxiliary sentiment task (0: off; training/auxiliary.py)
     aux_weight: float = 0.3  # weight of that task's loss
     brand_swap: float = 0.5  # share of training rows per epoch whose target is renamed (see training/augment.py)
+    average_last_epochs: int = 0  # >1: also try the mean of the last N epochs' weights; dev picks it or the best epoch
     seed: int = 13
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch's default

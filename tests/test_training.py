@@ -21,6 +21,7 @@ from lichang.training.augment import INVENTED_BRANDS, augment_epoch, replacement
 from lichang.training.model_card import write_model_card
 from lichang.training.trainer import (
     Trainer,
+    WeightAverage,
     length_grouped_batches,
     target_contrast_loss,
     target_contrast_terms,
@@ -106,6 +107,30 @@ def test_the_trainer_adds_the_two_target_loss_only_when_it_is_weighted(tmp_path,
         result = Trainer(tiny_config, show_progress=False).run(tmp_path / f"m{weight}")
         losses[weight] = result.history[0]["train_loss"]
     assert losses[2.0] > losses[0.0]  # same seed and batches; the pair term is a positive addition
+
+
+def test_weight_average_is_the_mean_of_the_last_epochs_only():
+    average = WeightAverage(count=2, epochs=3)
+    for epoch, value in ((1, 100.0), (2, 1.0), (3, 4.0)):
+        assert not average.ready
+        average.add(epoch, {"w": torch.full((2,), value)})
+    assert average.ready and average.first == 2
+    assert torch.equal(average.state()["w"], torch.full((2,), 2.5))
+    off = WeightAverage(count=1, epochs=3)
+    off.add(3, {"w": torch.zeros(1)})
+    assert not off.ready
+
+
+def test_the_trainer_tries_the_averaged_weights_and_records_which_it_kept(tmp_path, tiny_config):
+    tiny_config.epochs, tiny_config.average_last_epochs = 4, 3
+    result = Trainer(tiny_config, show_progress=False).run(tmp_path / "m")
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, "mean of epochs 2-4"]
+    selection = [h["dev_stance_macro_f1"] + h["dev_topic_micro_f1"] for h in result.history]
+    best = result.history[int(np.argmax(selection))]["epoch"]  # ties: the earliest, as the trainer keeps
+    assert result.chosen == (best if isinstance(best, str) else f"epoch {best}")
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["chosen_weights"] == result.chosen
+    card = write_model_card(tmp_path / "m", tiny_config, result).read_text(encoding="utf-8")
+    assert "mean of epochs 2-4 | — |" in card and "Weights kept (the highest" in card
 
 
 def test_target_contrast_loss_compares_the_two_targets_of_a_paragraph():

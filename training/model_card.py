@@ -56,6 +56,8 @@ def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
     command = metrics.get("command") or "lichang " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     history = "\n".join(
         f"| {h['epoch']} | {h['train_loss']:.3f} | {h['dev_stance_macro_f1']:.3f} | {h['dev_topic_micro_f1']:.3f} |"
+        if "train_loss" in h else
+        f"| {h['epoch']} | — | {h['dev_stance_macro_f1']:.3f} | {h['dev_topic_micro_f1']:.3f} |"
         for h in result.history)
     test_section = "Not scored (no test file given)."
     if result.test:
@@ -71,6 +73,11 @@ def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
     if config.aux_inews:
         aux_note = (f" auxiliary iNews sentiment task, {config.aux_inews} texts per epoch (weight {config.aux_weight};"
                     f" licence caveat: {LICENCE_CAVEAT});")
+    chosen = getattr(result, "chosen", "") or "—"
+    kept = "the epoch with the best dev stance macro-F1 + topic micro-F1 was kept"
+    if config.average_last_epochs > 1:
+        kept = (f"the best of each epoch and the mean of the last {config.average_last_epochs} epochs' weights "
+                "(by dev stance macro-F1 + topic micro-F1) was kept")
     attention_dropout = "the base encoder's own" if config.attention_dropout is None else config.attention_dropout
     card = f"""# {config.name} {config.version}
 
@@ -92,8 +99,7 @@ Labels follow `LABELS.md` (see `docs/labeling.md` in the repository).
   {config.head_learning_rate}), linear warm-up {config.warmup_ratio}, class-weighted losses, seed {config.seed},
   dropout {config.dropout} (attention dropout {attention_dropout}), topic loss weight {config.topic_loss_weight},
   two-target loss weight {config.pair_loss_weight} (a paragraph and its `-t2` row), brand-swap augmentation on
-  {config.brand_swap:.0%} of rows per epoch;{aux_note} the epoch with the best dev stance macro-F1 + topic
-  micro-F1 was kept
+  {config.brand_swap:.0%} of rows per epoch;{aux_note} {kept}
 - training time: {metrics['train_seconds']} s on `{metrics['device']}`
 - calibration (fitted on dev): temperature {metrics['temperature']:.3f}; topic thresholds
   {", ".join(f"{t} {v:.2f}" for t, v in metrics['topic_thresholds'].items())}
@@ -113,6 +119,8 @@ All training text was written for this project (fictional events about real and 
 | epoch | train loss | dev stance macro-F1 | dev topic micro-F1 |
 | --- | --- | --- | --- |
 {history}
+
+Weights kept (the highest dev stance macro-F1 + topic micro-F1 before calibration): {chosen}.
 
 ## Held-out test scores
 
