@@ -322,7 +322,7 @@ def test_full_recipe_does_more_work_and_lichang_train_follows_it(tmp_path, tiny_
     assert full.epochs > default.epochs
     assert full.trainable_layers > default.trainable_layers
     assert {k for k, v in full.to_dict().items() if v != default.to_dict()[k]} == {
-        "epochs", "trainable_layers", "attention_dropout"}
+        "epochs", "trainable_layers", "attention_dropout", "average_last_epochs"}
 
     out = tmp_path / "full"
     assert main(["train", "--config", str(recipes[0]), "--base-encoder", str(tiny_encoder_dir),
