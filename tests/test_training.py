@@ -331,7 +331,9 @@ def test_full_recipe_does_more_work_and_lichang_train_follows_it(tmp_path, tiny_
     saved = json.loads((out / "lichang.json").read_text(encoding="utf-8"))["config"]
     assert (saved["epochs"], saved["trainable_layers"], saved["attention_dropout"]) == (
         full.epochs, full.trainable_layers, None)
-    assert len(json.loads((out / "metrics.json").read_text(encoding="utf-8"))["history"]) == full.epochs
+    epochs = [h["epoch"] for h in json.loads((out / "metrics.json").read_text(encoding="utf-8"))["history"]]
+    first_averaged = full.epochs - full.average_last_epochs + 1
+    assert epochs == [*range(1, full.epochs + 1), f"mean of epochs {first_averaged}-{full.epochs}"]
     # the model card pins the exact training file, so the model can be traced to its data
     train_hash = hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()[:12]
     card = (out / "README.md").read_text(encoding="utf-8")
