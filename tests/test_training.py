@@ -17,6 +17,7 @@ from lichang.config import REPO_ROOT, LichangConfig
 from lichang.data import load_records
 from lichang.models.classifier import ModelLoadError, StanceTopicModel
 from lichang.models.scorer import ParagraphInput, Scorer
+from lichang.training import trainer as trainer_module
 from lichang.training.augment import INVENTED_BRANDS, augment_epoch, replacement_pool, swap_target
 from lichang.training.model_card import write_model_card
 from lichang.training.trainer import (
@@ -131,6 +132,24 @@ def test_the_trainer_tries_the_averaged_weights_and_records_which_it_kept(tmp_pa
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["chosen_weights"] == result.chosen
     card = write_model_card(tmp_path / "m", tiny_config, result).read_text(encoding="utf-8")
     assert "mean of epochs 2-4 | — |" in card and "Weights kept (the highest" in card
+
+
+def test_when_the_mean_of_the_last_epochs_wins_on_dev_it_is_the_model_saved(tmp_path, tiny_config, monkeypatch):
+    tiny_config.epochs, tiny_config.average_last_epochs = 3, 2
+    heads = []  # the stance head at each dev scoring: epochs 1-3, then the mean
+
+    def dev_scores_preferring_the_mean(scorer, dev_records):
+        heads.append(scorer.model.stance_head.weight.detach().clone())
+        score = 0.9 if len(heads) == tiny_config.epochs + 1 else 0.5
+        return {"dev_stance_macro_f1": score, "dev_stance_accuracy": score, "dev_topic_micro_f1": score}
+
+    monkeypatch.setattr(trainer_module, "dev_scores", dev_scores_preferring_the_mean)
+    result = Trainer(tiny_config, show_progress=False).run(tmp_path / "m")
+    assert result.chosen == "mean of epochs 2-3" and len(heads) == 4
+    assert not torch.equal(heads[1], heads[2])
+    assert torch.allclose(heads[3], (heads[1] + heads[2]) / 2, atol=1e-6)
+    saved = StanceTopicModel.from_pretrained(tmp_path / "m")
+    assert torch.allclose(saved.stance_head.weight, heads[3], atol=1e-6)
 
 
 def test_target_contrast_loss_compares_the_two_targets_of_a_paragraph():

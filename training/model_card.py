@@ -51,13 +51,16 @@ def repository_commit() -> str:
     return commit + (" with uncommitted changes under data/ or seeds/" if dirty else "")
 
 
+def _loss(record: dict) -> str:
+    """A history row's training loss; the averaged-weights row has none of its own."""
+    return f"{record['train_loss']:.3f}" if "train_loss" in record else "—"
+
+
 def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
     metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
     command = metrics.get("command") or "lichang " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     history = "\n".join(
-        f"| {h['epoch']} | {h['train_loss']:.3f} | {h['dev_stance_macro_f1']:.3f} | {h['dev_topic_micro_f1']:.3f} |"
-        if "train_loss" in h else
-        f"| {h['epoch']} | — | {h['dev_stance_macro_f1']:.3f} | {h['dev_topic_micro_f1']:.3f} |"
+        f"| {h['epoch']} | {_loss(h)} | {h['dev_stance_macro_f1']:.3f} | {h['dev_topic_micro_f1']:.3f} |"
         for h in result.history)
     test_section = "Not scored (no test file given)."
     if result.test:
@@ -73,7 +76,6 @@ def write_model_card(model_dir: Path, config: LichangConfig, result) -> Path:
     if config.aux_inews:
         aux_note = (f" auxiliary iNews sentiment task, {config.aux_inews} texts per epoch (weight {config.aux_weight};"
                     f" licence caveat: {LICENCE_CAVEAT});")
-    chosen = getattr(result, "chosen", "") or "—"
     kept = "the epoch with the best dev stance macro-F1 + topic micro-F1 was kept"
     if config.average_last_epochs > 1:
         kept = (f"the best of each epoch and the mean of the last {config.average_last_epochs} epochs' weights "
@@ -120,7 +122,7 @@ All training text was written for this project (fictional events about real and 
 | --- | --- | --- | --- |
 {history}
 
-Weights kept (the highest dev stance macro-F1 + topic micro-F1 before calibration): {chosen}.
+Weights kept (the highest dev stance macro-F1 + topic micro-F1 before calibration): {result.chosen or '—'}.
 
 ## Held-out test scores
 

@@ -168,6 +168,23 @@ def score_split(records: list[dict], stance_logits: np.ndarray, topic_probs: np.
     }
 
 
+def dev_scores(scorer: Scorer, dev_records: list[dict]) -> dict[str, float]:
+    """Uncalibrated dev scores of the model's current weights (a history record's dev fields)."""
+    scores = score_split(dev_records, *predict_records(scorer, dev_records), Calibration())
+    return {"dev_stance_macro_f1": scores["stance"]["macro_f1"], "dev_stance_accuracy": scores["stance"]["accuracy"],
+            "dev_topic_micro_f1": scores["topics"]["micro_f1"]}
+
+
+def _selection(record: dict) -> float:
+    """The number that chooses between candidate weights: dev stance macro-F1 + topic micro-F1."""
+    return record["dev_stance_macro_f1"] + record["dev_topic_micro_f1"]
+
+
+def _snapshot(model: StanceTopicModel) -> dict[str, torch.Tensor]:
+    """A copy of the trained weights, safe from later optimizer steps."""
+    return {name: value.detach().clone() for name, value in model.trained_state().items()}
+
+
 class WeightAverage:
     """The running mean of the trained weights over the last `count` epochs (off when count < 2).
 
@@ -288,38 +305,26 @@ class Trainer:
                 seen += len(indices)
                 bar.set_postfix(loss=f"{running / seen:.3f}")
             model.eval()
-            dev_logits, dev_topics = predict_records(scorer, dev_records)
-            dev_scores = score_split(dev_records, dev_logits, dev_topics, Calibration())
-            selection = dev_scores["stance"]["macro_f1"] + dev_scores["topics"]["micro_f1"]
-            record = {"epoch": epoch, "train_loss": running / max(seen, 1),
-                      "dev_stance_macro_f1": dev_scores["stance"]["macro_f1"],
-                      "dev_stance_accuracy": dev_scores["stance"]["accuracy"],
-                      "dev_topic_micro_f1": dev_scores["topics"]["micro_f1"],
+            record = {"epoch": epoch, "train_loss": running / max(seen, 1), **dev_scores(scorer, dev_records),
                       "seconds": round(time.time() - started, 1)}
             if aux_head:
                 record |= {"aux_batches": len(aux_running), "aux_train_loss": float(np.mean(aux_running))}
             result.history.append(record)
             print(json.dumps(record), file=sys.stderr, flush=True)
-            if selection > best_score:
-                best_score = selection
-                best_state = {n: t.detach().clone() for n, t in model.trained_state().items()}
-                chosen = f"epoch {epoch}"
+            if _selection(record) > best_score:
+                best_score, best_state, chosen = _selection(record), _snapshot(model), f"epoch {epoch}"
             averaged.add(epoch, model.trained_state())
 
         if averaged.ready:
-            last_state = {n: t.detach().clone() for n, t in model.trained_state().items()}
-            model.load_state_dict(averaged.state(), strict=False)
-            dev_scores = score_split(dev_records, *predict_records(scorer, dev_records), Calibration())
-            selection = dev_scores["stance"]["macro_f1"] + dev_scores["topics"]["micro_f1"]
-            result.history.append({"epoch": f"mean of epochs {averaged.first}-{config.epochs}",
-                                   "dev_stance_macro_f1": dev_scores["stance"]["macro_f1"],
-                                   "dev_stance_accuracy": dev_scores["stance"]["accuracy"],
-                                   "dev_topic_micro_f1": dev_scores["topics"]["micro_f1"],
-                                   "seconds": round(time.time() - started, 1)})
-            print(json.dumps(result.history[-1]), file=sys.stderr, flush=True)
-            if selection > best_score:
-                best_score, best_state, chosen = selection, averaged.state(), result.history[-1]["epoch"]
-            model.load_state_dict(last_state, strict=False)
+            # best_state is loaded below whatever wins, so the last epoch's weights need no restoring
+            mean_state = averaged.state()
+            model.load_state_dict(mean_state, strict=False)
+            record = {"epoch": f"mean of epochs {averaged.first}-{config.epochs}",
+                      **dev_scores(scorer, dev_records), "seconds": round(time.time() - started, 1)}
+            result.history.append(record)
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            if _selection(record) > best_score:
+                best_score, best_state, chosen = _selection(record), mean_state, record["epoch"]
 
         model.load_state_dict(best_state, strict=False)
         result.chosen = chosen
